@@ -1,0 +1,1 @@
+"""sessionshare: shared HTTP sessions for load-balanced clusters of Python web apps."""
