@@ -1,0 +1,1 @@
+"""The ``sessionshare`` command line (click)."""

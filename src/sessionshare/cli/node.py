@@ -1,0 +1,123 @@
+"""``sessionshare node``: run one demo app node on a real server.
+
+uvicorn serves the ASGI demo (the default); ``--server gunicorn`` serves the WSGI
+demo with gunicorn's sync workers. Both read the node and session options from
+``SESSIONSHARE_*`` environment variables, which this command sets: that is the
+one way options reach every worker process of either server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import click
+
+from sessionshare.config import SessionConfig
+from sessionshare.errors import ConfigError
+from sessionshare.stores.factory import create_store
+
+__all__ = ["node_command"]
+
+
+@click.command("node")
+@click.option("--name", default="node1", show_default=True, help="Node name; also its route.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9001, show_default=True, type=int)
+@click.option(
+    "--server",
+    type=click.Choice(["uvicorn", "gunicorn"]),
+    default="uvicorn",
+    show_default=True,
+    help="uvicorn runs the ASGI demo, gunicorn the WSGI demo.",
+)
+@click.option("--workers", "-w", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--store", default=None, help="Session store (SPEC §3); default memory.")
+@click.option("--nodes", default=None, help="Store nodes, e.g. 'n1:127.0.0.1:11211 n2:…'.")
+@click.option("--sticky/--non-sticky", default=None)
+@click.option("--locking", default=None, help="none, all, auto or uri:<regex>.")
+@click.option(
+    "--option",
+    "-o",
+    "extra",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Any other session option, e.g. -o max_inactive=10m.",
+)
+def node_command(
+    name: str,
+    host: str,
+    port: int,
+    server: str,
+    workers: int,
+    store: str | None,
+    nodes: str | None,
+    sticky: bool | None,
+    locking: str | None,
+    extra: tuple[str, ...],
+) -> None:
+    """Run a demo app node (SPEC §6 endpoints) on HOST:PORT."""
+    options: dict[str, object] = {
+        "store": store,
+        "nodes": nodes,
+        "sticky": sticky,
+        "locking": locking,
+        "route": name,
+    }
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--option")
+        options[key.strip()] = value
+    try:
+        config = SessionConfig.load(**options)
+        create_store(config).close()  # fail now, naming the bad part, not at the first request
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    env = {
+        f"SESSIONSHARE_{key.upper()}": _env_value(value)
+        for key, value in options.items()
+        if value is not None
+    }
+    env |= {"SESSIONSHARE_NODE_NAME": name, "SESSIONSHARE_NODE_PORT": str(port)}
+    os.environ.update(env)
+    click.echo(
+        f"sessionshare node {name}: http://{host}:{port}/ ({server}, "
+        f"{workers} worker(s), store={config.store})"
+    )
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "sessionshare.demo.asgi:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
+    gunicorn = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    if not os.path.exists(gunicorn):
+        raise click.ClickException("gunicorn is not installed: pip install 'sessionshare[wsgi]'")
+    os.execv(
+        gunicorn,
+        [
+            gunicorn,
+            "--workers",
+            str(workers),
+            "--bind",
+            f"{host}:{port}",
+            "--log-level",
+            "warning",
+            "sessionshare.demo.wsgi:create_app_from_env()",
+        ],
+    )
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

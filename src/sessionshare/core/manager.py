@@ -1,0 +1,509 @@
+"""The session protocol of one request, from ``Cookie`` to ``Set-Cookie``, with no I/O.
+
+This module is the only place that decides what happens to a session. Each step
+is a generator that *yields* store operations (``core/operations.py``) and gets
+the store's answers sent back; ``runners.py`` drives it with a sync or an async
+store. The WSGI and ASGI middlewares only translate their server's request into
+a ``RequestInfo`` and call, in order::
+
+    state = run(manager.open(request))      # cookie -> id -> (lock +) load
+    ... the application runs with state.session ...
+    cookies = run(manager.save(state))      # write if changed (+ unlock) -> Set-Cookie
+    run(manager.release(state))             # always, in a finally: unlock if still held
+
+Store round trips per request (the figures in docs/benchmarks.md):
+
+- no cookie, session unused: 0;
+- read-only: 1 (read and TTL refresh in one ``Get(touch=…)``);
+- modifying: 2 (read, conditional write);
+- locked: still 2 (``Add`` lock + read pipelined; write + unlock pipelined).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from sessionshare.config import SessionConfig
+from sessionshare.core.backoff import ExponentialBackoff
+from sessionshare.core.cookies import CookieSpec, read_cookie_values
+from sessionshare.core.envelope import (
+    Envelope,
+    decode_attributes,
+    decode_envelope,
+    encode_envelope,
+)
+from sessionshare.core.ids import SessionId, new_token, parse_session_id
+from sessionshare.core.locking import LockPolicy
+from sessionshare.core.operations import Add, Batch, Delete, Get, Operation, Record, Sleep, Write
+from sessionshare.core.serializers import make_serializer
+from sessionshare.core.session import Session
+from sessionshare.errors import (
+    LockTimeout,
+    SerializationError,
+    SessionShareError,
+    SessionTooLarge,
+    StoreError,
+    WriteConflict,
+)
+
+__all__ = ["ErrorResponse", "ManagerStats", "RequestInfo", "RequestSession", "SessionManager"]
+
+log = logging.getLogger("sessionshare")
+
+Steps = Generator[Operation, Any, Any]
+
+#: conflicting conditional writes merged and retried before giving up with 503.
+MAX_MERGE_ATTEMPTS = 8
+#: how long undeserializable session bytes are kept aside for an operator (7 days).
+QUARANTINE_TTL = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The parts of an HTTP request the session protocol looks at."""
+
+    method: str
+    path: str
+    scheme: str = "http"
+    cookie: str | None = None
+
+
+@dataclass(slots=True)
+class RequestSession:
+    """One request's session and what the protocol must remember between steps."""
+
+    request: RequestInfo
+    session: Session
+    #: store key; ``None`` when the request is ignored (static files) and nothing is stored.
+    key: str | None
+    #: version read from the store, for the conditional write (``None``: new session).
+    version: Hashable | None = None
+    #: the attribute bytes as loaded: the "before" snapshot for change detection.
+    baseline: bytes | None = None
+    loaded_max_inactive: float | None = None
+    #: lock key while this request holds the session lock.
+    lock_key: str | None = None
+    #: the id the client holds is not the session's id any more (new, relocated, rerouted).
+    cookie_outdated: bool = False
+    had_cookie: bool = False
+
+    @property
+    def ignored(self) -> bool:
+        return self.key is None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """What a driver sends when the session layer cannot serve the request."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(slots=True)
+class ManagerStats:
+    """Counters for the status page; plain ints, so reading them never blocks."""
+
+    requests: int = 0
+    created: int = 0
+    loaded: int = 0
+    misses: int = 0
+    writes: int = 0
+    relocations: int = 0
+    invalid_ids: int = 0
+    corrupt: int = 0
+    lock_waits: int = 0
+    lock_timeouts: int = 0
+    conflicts: int = 0
+    too_large: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+class SessionManager:
+    """The session protocol for one application; shared by all its requests.
+
+    It never touches a store itself: ``place`` (choose the node of a new session)
+    and ``nodes`` (node ids an id may name) are the store's only I/O-free members
+    it needs. ``clock`` (monotonic, lock deadlines) and ``wallclock`` (timestamps
+    shown to users) are injectable so tests control time.
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        nodes: frozenset[str] = frozenset(),
+        place: Callable[[str], str | None] = lambda key: None,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        backoff: ExponentialBackoff | None = None,
+    ) -> None:
+        self.config = config
+        self.nodes = nodes
+        self.place = place
+        self.clock = clock
+        self.wallclock = wallclock
+        self.backoff = backoff or ExponentialBackoff()
+        self.stats = ManagerStats()
+        self._serializer = make_serializer(config.serializer, config.secret)
+        self._cookie = CookieSpec.from_config(config)
+        self._ignore = re.compile(config.ignore, re.IGNORECASE) if config.ignore else None
+        self._filter = re.compile(config.attribute_filter) if config.attribute_filter else None
+        # Locking is for non-sticky mode only: in sticky mode one node owns the session.
+        self.locking = LockPolicy(config.locking, enabled=not config.sticky)
+        # A lock must outlive a normal request but expire *before* waiters give up, so
+        # that a node killed while holding one (SPEC §7.2) delays the retried request
+        # instead of failing it. Requests longer than this lose the lock's protection;
+        # their writes still merge by version.
+        self.lock_ttl = config.lock_timeout / 2
+
+    def __repr__(self) -> str:
+        return (
+            f"<SessionManager store={self.config.store} route={self.config.route} "
+            f"{self.locking!r} requests={self.stats.requests}>"
+        )
+
+    # -- keys -------------------------------------------------------------------------
+
+    def session_key(self, token: str) -> str:
+        return f"{self.config.key_prefix}:s:{token}"
+
+    def lock_key(self, token: str) -> str:
+        return f"{self.config.key_prefix}:lock:{token}"
+
+    def quarantine_key(self, token: str) -> str:
+        return f"{self.config.key_prefix}:quarantine:{token}"
+
+    # -- step 1: open -------------------------------------------------------------------
+
+    def open(self, request: RequestInfo) -> Steps:
+        """Resolve the cookie to a session: lock and load it, or start a new one."""
+        self.stats.requests += 1
+        if self._ignore is not None and self._ignore.match(request.path):
+            return self._detached(request)
+        sid = self._sid_from_cookie(request.cookie)
+        if sid is None:
+            return self._new(request, had_cookie=bool(request.cookie))
+        key = self.session_key(sid.token)
+        get = Get(key=key, node=sid.node, touch=self.config.max_inactive)
+        lock_key = None
+        if self.locking.needs_lock(request.method, request.path):
+            lock_key = self.lock_key(sid.token)
+            record = yield from self._lock_and_get(lock_key, get)
+        else:
+            record = yield get
+        state = self._loaded(request, sid, key, record)
+        if state is None:  # gone, or unreadable: start afresh, and let go of the lock
+            if lock_key is not None:
+                yield Delete(key=lock_key, node=sid.node)
+            if record is not None:  # unreadable: keep the bytes aside for an operator
+                yield from self._quarantine(sid, record)
+            return self._new(request, had_cookie=True)
+        state.lock_key = lock_key
+        return state
+
+    def _sid_from_cookie(self, header: str | None) -> SessionId | None:
+        values = read_cookie_values(header, self.config.cookie_name)
+        for value in values:
+            sid = parse_session_id(value)
+            if sid is not None and (sid.node is None or sid.node in self.nodes):
+                return sid
+        if values:
+            self.stats.invalid_ids += 1
+            log.info(
+                "ignoring malformed or forged session id %r; starting a fresh session",
+                values[0][:140],
+            )
+        return None
+
+    def _lock_and_get(self, lock_key: str, get: Get) -> Steps:
+        """Take the session lock, reading the session in the same round trip."""
+        deadline = self.clock() + self.config.lock_timeout
+        attempt = 0
+        owner = new_token().encode()
+        while True:
+            locked, record = yield Batch(
+                (Add(key=lock_key, value=owner, ttl=self.lock_ttl, node=get.node), get)
+            )
+            for answer in (locked, record):
+                if isinstance(answer, StoreError):
+                    raise answer
+            if locked:
+                return record
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                self.stats.lock_timeouts += 1
+                raise LockTimeout(
+                    f"session lock not acquired within lock_timeout={self.config.lock_timeout}s"
+                )
+            if attempt == 0:
+                self.stats.lock_waits += 1
+            yield Sleep(min(self.backoff.compute(attempt), remaining))
+            attempt += 1
+
+    def _loaded(
+        self, request: RequestInfo, sid: SessionId, key: str, record: Record | None
+    ) -> RequestSession | None:
+        if record is None:
+            self.stats.misses += 1
+            log.debug("session %s not found (expired or unknown); starting a fresh one", sid)
+            return None
+        try:
+            envelope = decode_envelope(record.value)
+            attributes = decode_attributes(self._serializer, envelope.attributes)
+        except SerializationError as exc:
+            self.stats.corrupt += 1
+            log.warning(
+                "session %s: stored data unreadable (%s); treated as a miss and "
+                "kept aside under %s",
+                sid,
+                exc,
+                self.quarantine_key(sid.token),
+            )
+            return None
+        self.stats.loaded += 1
+        current = sid.with_node(record.node or sid.node).with_route(self.config.route)
+        if current.node != sid.node:
+            self.stats.relocations += 1
+            log.info("session %s relocated to store node %s", sid, current.node)
+        session = Session(
+            current,
+            attributes,
+            created_at=envelope.created_at,
+            last_accessed_at=self.wallclock(),
+            max_inactive=envelope.max_inactive,
+            is_new=False,
+        )
+        return RequestSession(
+            request,
+            session,
+            key,
+            version=record.version,
+            baseline=envelope.attributes,
+            loaded_max_inactive=envelope.max_inactive,
+            cookie_outdated=current != sid,
+            had_cookie=True,
+        )
+
+    def _quarantine(self, sid: SessionId, record: Record) -> Steps:
+        answer = yield Batch(
+            (
+                Write(
+                    key=self.quarantine_key(sid.token),
+                    value=record.value,
+                    ttl=QUARANTINE_TTL,
+                    version=None,
+                    node=record.node,
+                ),
+            )
+        )
+        if isinstance(answer[0], StoreError):
+            log.warning("session %s: could not keep unreadable data aside: %s", sid, answer[0])
+
+    def _new(self, request: RequestInfo, *, had_cookie: bool) -> RequestSession:
+        # Never adopt a token the client sent: a fresh one defeats session fixation.
+        token = new_token()
+        sid = SessionId(token, self.place(self.session_key(token)), self.config.route)
+        now = self.wallclock()
+        session = Session(
+            sid,
+            created_at=now,
+            last_accessed_at=now,
+            max_inactive=self.config.max_inactive,
+            is_new=True,
+        )
+        return RequestSession(request, session, self.session_key(token), had_cookie=had_cookie)
+
+    def _detached(self, request: RequestInfo) -> RequestSession:
+        """An empty session for ignored requests: never loaded, never saved, no cookie."""
+        now = self.wallclock()
+        session = Session(
+            SessionId(new_token()),
+            created_at=now,
+            last_accessed_at=now,
+            max_inactive=self.config.max_inactive,
+            is_new=True,
+        )
+        return RequestSession(request, session, None)
+
+    # -- step 2: save ---------------------------------------------------------------------
+
+    def save(self, state: RequestSession) -> Steps:
+        """Write the session if it changed (releasing the lock in the same trip).
+
+        Returns the ``Set-Cookie`` header values to add to the response.
+        """
+        if state.ignored:
+            return []
+        session, request = state.session, state.request
+        if session.invalidated:
+            self.locking.observe(request.method, request.path, modified=True)
+            yield from self._delete(state, state.key)
+            return [self._cookie.expire(request.scheme)] if state.had_cookie else []
+        attributes = self._serializer.dumps(self._shared(session.to_dict()))
+        regenerated = session.previous_token is not None
+        modified = (
+            attributes != state.baseline
+            or session.max_inactive != state.loaded_max_inactive
+            or regenerated
+        )
+        if state.version is None and not session.to_dict():
+            modified = False  # a new session that stayed empty is not worth storing
+        self.locking.observe(request.method, request.path, modified=modified)
+        if not modified:
+            yield from self.release(state)  # TTL was refreshed by the read already
+            return [self._cookie.set(session.id, request.scheme)] if state.cookie_outdated else []
+        blob = encode_envelope(
+            Envelope(session.created_at, session.max_inactive, self.wallclock(), attributes)
+        )
+        if len(blob) > self.config.max_session_bytes:
+            self.stats.too_large += 1
+            raise SessionTooLarge(len(blob), self.config.max_session_bytes)
+        if regenerated:
+            yield from self._write_regenerated(state, blob)
+        else:  # the key follows the token: regenerate() on a new session changes it
+            yield from self._write(state, self.session_key(session.sid.token), blob)
+        if session.is_new:
+            self.stats.created += 1
+        return (
+            [self._cookie.set(session.id, request.scheme)]
+            if (state.cookie_outdated or session.is_new or regenerated)
+            else []
+        )
+
+    def _shared(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        """The attributes that go to the store (``attribute_filter``)."""
+        if self._filter is None:
+            return attributes
+        return {k: v for k, v in attributes.items() if self._filter.search(k)}
+
+    def _with_unlock(self, state: RequestSession, op: Write | Delete) -> Steps:
+        """Run ``op`` and, if a lock is held, release it in the same round trip."""
+        if state.lock_key is None:
+            return (yield op)
+        answer, _ = yield Batch((op, Delete(key=state.lock_key, node=state.session.sid.node)))
+        state.lock_key = None
+        if isinstance(answer, StoreError):
+            raise answer
+        return answer
+
+    def _write(self, state: RequestSession, key: str, blob: bytes) -> Steps:
+        """Conditional write; on conflict, merge this request's changes onto the latest.
+
+        Two requests that changed *different* attributes both survive, with or
+        without locks (SPEC §3). With the same attribute, the later write wins.
+        """
+        session = state.session
+        version = state.version
+        for _ in range(MAX_MERGE_ATTEMPTS):
+            node = session.sid.node
+            write = Write(key=key, value=blob, ttl=session.max_inactive, version=version, node=node)
+            stored = yield from self._with_unlock(state, write)
+            if stored is not None:
+                self.stats.writes += 1
+                if stored.node is not None and stored.node != node:
+                    self.stats.relocations += 1
+                    session._relocate(session.sid.with_node(stored.node))
+                    state.cookie_outdated = True
+                return
+            self.stats.conflicts += 1
+            latest = yield Get(key=key, node=node)
+            if latest is None:
+                if version is None:  # a brand-new token already taken: astronomically rare
+                    raise WriteConflict("new session id collided; please retry")
+                log.info(
+                    "session %s was invalidated or expired during the request; "
+                    "its changes are dropped",
+                    session.id,
+                )
+                return
+            blob, version = self._merge(state, latest), latest.version
+        raise WriteConflict(f"session {session.id}: {MAX_MERGE_ATTEMPTS} write conflicts in a row")
+
+    def _merge(self, state: RequestSession, latest: Record) -> bytes:
+        """This request's attribute changes, applied onto the latest stored version."""
+        session = state.session
+        dumps = self._serializer.dumps
+        before = decode_attributes(self._serializer, state.baseline) if state.baseline else {}
+        after = self._shared(session.to_dict())
+        try:
+            envelope = decode_envelope(latest.value)
+            merged = decode_attributes(self._serializer, envelope.attributes)
+        except SerializationError:
+            envelope, merged = None, {}
+        for name in before.keys() - after.keys():
+            merged.pop(name, None)
+        for name, value in after.items():
+            if name not in before or dumps(before[name]) != dumps(value):
+                merged[name] = value
+        session.to_dict().update(merged)  # the response reflects what is stored
+        created_at = envelope.created_at if envelope else session.created_at
+        attributes = dumps(merged)
+        return encode_envelope(
+            Envelope(created_at, session.max_inactive, self.wallclock(), attributes)
+        )
+
+    def _write_regenerated(self, state: RequestSession, blob: bytes) -> Steps:
+        """Store under the new token, then delete the old key (and its lock)."""
+        session = state.session
+        key = self.session_key(session.sid.token)
+        write = Write(
+            key=key, value=blob, ttl=session.max_inactive, version=None, node=session.sid.node
+        )
+        stored = yield write
+        if stored is None:
+            raise WriteConflict("regenerated session id collided; please retry")
+        old_key = state.key
+        state.key = key
+        if old_key is not None and not session.is_new:
+            yield from self._delete(state, old_key)
+        else:
+            yield from self.release(state)
+
+    def _delete(self, state: RequestSession, key: str | None) -> Steps:
+        if key is not None and state.version is not None:
+            yield from self._with_unlock(state, Delete(key=key, node=state.session.sid.node))
+        else:
+            yield from self.release(state)
+
+    # -- step 3: release (always) ---------------------------------------------------------
+
+    def release(self, state: RequestSession) -> Steps:
+        """Let go of the session lock if this request still holds it.
+
+        Drivers call it in a ``finally``, so an application error never leaves a
+        session locked until the lock's TTL.
+        """
+        if state.lock_key is not None:
+            lock_key, state.lock_key = state.lock_key, None
+            answer = yield Batch((Delete(key=lock_key, node=state.session.sid.node),))
+            if isinstance(answer[0], StoreError):
+                log.warning(
+                    "could not release lock %s (it expires by itself): %s", lock_key, answer[0]
+                )
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def error_response(self, exc: SessionShareError) -> ErrorResponse:
+        """The response for a session-layer failure: 503 + Retry-After when retrying helps."""
+        if exc.status_hint == 503:
+            log.warning("session unavailable, answering 503: %s", exc)
+            body = f"503 Service Unavailable: {exc}\n".encode()
+            headers = [("Retry-After", "1")]
+        else:
+            log.error("session error, answering %d: %s", exc.status_hint, exc)
+            body = f"{exc.status_hint} session error: {exc}\n".encode()
+            headers = []
+        headers += [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        return ErrorResponse(exc.status_hint, headers, body)

@@ -1,0 +1,109 @@
+"""The session object an application sees: a dict of attributes plus its metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from sessionshare.core.ids import SessionId, new_token
+
+__all__ = ["Session"]
+
+
+class Session(MutableMapping[str, Any]):
+    """Dict-like session attributes with Tomcat's ``HttpSession`` metadata.
+
+    The session does not track its own changes: the manager compares serialized
+    bytes before and after the request, which also catches nested mutation such as
+    ``session["cart"].append(item)`` that a ``__setitem__`` hook would miss.
+    """
+
+    __slots__ = (
+        "_data",
+        "_sid",
+        "created_at",
+        "invalidated",
+        "is_new",
+        "last_accessed_at",
+        "max_inactive",
+        "previous_token",
+    )
+
+    def __init__(
+        self,
+        sid: SessionId,
+        data: dict[str, Any] | None = None,
+        *,
+        created_at: float,
+        last_accessed_at: float,
+        max_inactive: float,
+        is_new: bool,
+    ) -> None:
+        self._sid = sid
+        self._data: dict[str, Any] = {} if data is None else data
+        self.created_at = created_at
+        self.last_accessed_at = last_accessed_at
+        #: idle timeout in seconds; may be changed per session (Tomcat setMaxInactiveInterval).
+        self.max_inactive = max_inactive
+        self.is_new = is_new
+        self.invalidated = False
+        #: the token before ``regenerate()``: the manager deletes its key on save.
+        self.previous_token: str | None = None
+
+    # -- identity -------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The full session id, as sent in the cookie."""
+        return str(self._sid)
+
+    @property
+    def sid(self) -> SessionId:
+        return self._sid
+
+    def _relocate(self, sid: SessionId) -> None:
+        """Manager only: the same token under new suffixes (store node, route)."""
+        self._sid = sid
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """End the session (logout): its data is deleted from the store and the cookie expired."""
+        self._data.clear()
+        self.invalidated = True
+
+    def regenerate(self) -> None:
+        """Give the session a new token, keeping its data (session fixation defence).
+
+        Call it at login. The old key is deleted when the response is saved.
+        """
+        if self.previous_token is None and not self.is_new:
+            self.previous_token = self._sid.token
+        self._sid = SessionId(new_token(), self._sid.node, self._sid.route)
+
+    # -- the mapping ----------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attributes themselves (not a copy): what gets serialized."""
+        return self._data
+
+    def __repr__(self) -> str:
+        state = "new" if self.is_new else "loaded"
+        if self.invalidated:
+            state = "invalidated"
+        return f"<Session {self.id} [{state}, {len(self._data)} attributes]>"

@@ -1,0 +1,1 @@
+"""Web adapters: thin WSGI and ASGI middlewares over the sans-IO session core."""

@@ -1,0 +1,90 @@
+"""ASGI session middleware: a thin async driver over ``core.manager``.
+
+Shaped like Starlette's own ``SessionMiddleware``: load before the app, put the
+session in ``scope["session"]`` (so ``request.session`` works in Starlette and
+FastAPI), save when the app sends ``http.response.start``, release in a finally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from sessionshare.config import SessionConfig
+from sessionshare.core.manager import ErrorResponse, RequestInfo
+from sessionshare.errors import SessionShareError
+from sessionshare.runners import run_async
+from sessionshare.stores.base import AsyncStore
+from sessionshare.stores.factory import create_async_store
+from sessionshare.web.wiring import wire
+
+__all__ = ["SessionMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _cookie_header(scope: Scope) -> str | None:
+    values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"cookie"]
+    return "; ".join(values) if values else None
+
+
+async def _send_error(send: Send, error: ErrorResponse) -> None:
+    headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in error.headers]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.body})
+
+
+class SessionMiddleware:
+    """``SessionMiddleware(app, store="memory", ...)``: any SPEC §3 option as a keyword."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: SessionConfig | None = None,
+        store: AsyncStore | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.config, self.store, self.manager = wire(config, store, options, create_async_store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        manager, store = self.manager, self.store
+        request = RequestInfo(
+            scope["method"], scope["path"], scope.get("scheme", "http"), _cookie_header(scope)
+        )
+        try:
+            state = await run_async(manager.open(request), store)
+        except SessionShareError as exc:
+            await _send_error(send, manager.error_response(exc))
+            return
+        scope["session"] = state.session
+        failed = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal failed
+            if failed:  # we answered with an error instead; drop the app's response
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    cookies = await run_async(manager.save(state), store)
+                except SessionShareError as exc:
+                    failed = True
+                    await _send_error(send, manager.error_response(exc))
+                    return
+                if cookies:
+                    extra = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_session)
+        finally:
+            await run_async(manager.release(state), store)
