@@ -291,3 +291,16 @@ def test_ci_guard_turns_skips_into_failures(tmp_path: Path) -> None:
     assert "skipped under CI=true" in ci.stdout
     assert "not today" in ci.stdout
     assert "module skipped under CI=true" in ci.stdout
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    process = ManagedProcess([sys.executable, "-c", code], log_dir=tmp_path, name="stubborn")
+    process.stop_timeout = 0.5
+    process.start()
+    time.sleep(0.3)  # let it install the handler
+    started = time.monotonic()
+    process.stop()
+    assert time.monotonic() - started < 3
+    assert process.returncode == -9
+    assert process.pid is not None and not pid_exists(process.pid)
