@@ -1,0 +1,595 @@
+"""The embedded balancer: an asyncio HTTP/1.1 reverse proxy (SPEC §5).
+
+One coroutine per client connection reads requests in order (keep-alive, pipelining),
+picks a node through the policy, sends the request on a pooled keep-alive connection and
+streams the response back. Bodies are never held whole unless small (≤ 64 KiB, so they
+can be replayed on another node): a 100 MiB upload or download flows through with the
+stream buffers' few hundred KiB, with ``drain()`` carrying back-pressure both ways.
+
+Retries follow nginx's ``proxy_next_upstream error timeout http_502``: only before a byte
+of the response reached the client, only for idempotent methods (POST with
+``retry_post``), and never for a request body that was already streamed away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import httptools
+
+from sessionshare.balancer.config import BalancerConfig
+from sessionshare.balancer.health import HealthChecker
+from sessionshare.balancer.http import (
+    END,
+    HOP_BY_HOP,
+    Head,
+    MessageEvents,
+    chunk,
+    connection_tokens,
+    error_response,
+)
+from sessionshare.balancer.policies import RequestInfo, make_policy
+from sessionshare.balancer.status import (
+    LocalHandler,
+    LocalRequest,
+    LocalResponse,
+    StatusHook,
+    build_status,
+    json_response,
+)
+from sessionshare.balancer.upstream import Node, UpstreamConnection
+
+__all__ = ["Balancer"]
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+#: Request bodies up to this size are read before a node is chosen, so a retry can resend
+#: them (nginx buffers bodies for the same reason, in memory up to 8-16 KiB then on disk).
+REPLAY_LIMIT = 64 * 1024
+READ_SIZE = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+#: Headers the balancer sets itself on the way to a node.
+_REPLACED = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-for", b"expect"})
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class _ClientGone(Exception):
+    """The client closed or reset its connection; nothing more can be sent to it."""
+
+
+class _HttpError(Exception):
+    """Answer the client with ``status`` and close its connection."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _NodeError(Exception):
+    """A node failed before its response head arrived. ``kind``: connect, timeout, broken."""
+
+    def __init__(self, kind: str, got_bytes: bool = False) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.got_bytes = got_bytes
+
+
+class _Retry(Exception):
+    """The node answered 502 and another node may answer better."""
+
+
+class Balancer:
+    """The embedded load balancer: nodes, policy, health checks and the listening socket.
+
+    Args:
+        config: topology and limits (the same object feeds ``nginx-config``).
+        status_hook: completes ``/_cluster/status`` with what only the supervisor knows.
+    """
+
+    def __init__(self, config: BalancerConfig, *, status_hook: StatusHook | None = None) -> None:
+        self.config = config
+        self.nodes = [Node(spec, config) for spec in config.nodes]
+        self.policy = make_policy(config.policy, self.nodes, config.cookie_name)
+        self.health = HealthChecker(self.nodes, config.health, self._on_health_change)
+        self.status_hook = status_hook
+        self._mounts: dict[str, LocalHandler] = {"/_cluster/status": self._status_handler}
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[Any]] = set()
+        self.requests = 0
+        self.connections = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        port = self.port
+        return f"http://{self.config.host}:{port}"
+
+    @property
+    def port(self) -> int:
+        if self._server is not None and self._server.sockets:
+            return int(self._server.sockets[0].getsockname()[1])
+        return self.config.port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_client, self.config.host, self.config.port, backlog=1024, limit=READ_SIZE
+        )
+        self.health.start()
+        log.info("balancer on %s, policy %s", self.url, self.config.policy)
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def stop(self) -> None:
+        await self.health.stop()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        for node in self.nodes:
+            node.pool.clear()
+
+    def mount(self, prefix: str, handler: LocalHandler) -> None:
+        """Serve ``prefix`` (exact, or everything under it if it ends in ``/``) locally.
+
+        This is the dashboard hook: the cluster mounts its page at ``/_cluster/``.
+        """
+        self._mounts[prefix] = handler
+
+    def _on_health_change(self, node: Node) -> None:
+        if not node.active.up:
+            node.pool.clear()
+
+    # -- status --------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        document = build_status(self.url, self.config.policy, self.nodes)
+        if self.status_hook is not None:
+            document = await self.status_hook(document)
+        return document
+
+    async def _status_handler(self, request: LocalRequest) -> LocalResponse:
+        return json_response(await self.status())
+
+    def _local_handler(self, path: bytes) -> LocalHandler | None:
+        if not path.startswith(b"/_cluster"):
+            return None
+        text = path.decode("latin-1")
+        best: str | None = None
+        for prefix in self._mounts:
+            hit = text == prefix or (prefix.endswith("/") and text.startswith(prefix))
+            if hit and (best is None or len(prefix) > len(best)):
+                best = prefix
+        return self._mounts[best] if best is not None else None
+
+    # -- one client connection -----------------------------------------------------
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        self.connections += 1
+        try:
+            await _ClientConnection(self, reader, writer).run()
+        except (_ClientGone, ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("client connection crashed")
+        finally:
+            self._clients.discard(task)
+            writer.close()
+
+    def pick(self, tried: set[Node], request: RequestInfo) -> Node | None:
+        """A node for ``request`` that is available and not yet ``tried``, or ``None``."""
+        now = time.monotonic()
+        candidates = [n for n in self.nodes if n not in tried and n.available(now)]
+        if not candidates:
+            return None
+        node = self.policy.choose(candidates, request)
+        node.passive.selected(now)
+        return node
+
+    def __repr__(self) -> str:
+        up = sum(1 for n in self.nodes if n.healthy)
+        state = "serving" if self._server is not None and self._server.is_serving() else "idle"
+        return (
+            f"<Balancer {state} {self.url} policy={self.config.policy} "
+            f"nodes={up}/{len(self.nodes)} up requests={self.requests} "
+            f"clients={len(self._clients)}>"
+        )
+
+
+class _ClientConnection:
+    """Reads requests from one client and proxies them, one at a time, in order."""
+
+    def __init__(
+        self, balancer: Balancer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.balancer = balancer
+        self.config = balancer.config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.client_ip: str = peer[0] if peer else "127.0.0.1"
+        self.messages = MessageEvents()
+
+    # -- reading the client --------------------------------------------------------
+    async def _event(self, timeout: float) -> Head | bytes | object:
+        events = self.messages.events
+        unparsed = 0
+        while not events:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_SIZE)
+            if not data:
+                raise _ClientGone
+            unparsed += len(data)
+            try:
+                self.messages.feed(data)
+            except httptools.HttpParserUpgrade:
+                raise _HttpError(501, "Protocol upgrades are not supported.") from None
+            except httptools.HttpParserError as exc:
+                raise _HttpError(400, f"Malformed request: {exc}") from None
+            if not events and unparsed > 2 * self.config.max_header_bytes:
+                # llhttp buffers a header line whole; cap what it may hold (431 below).
+                raise _HttpError(431, "Request header fields too large.")
+        return events.popleft()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                event = await self._event(self.config.client_keepalive)
+            except TimeoutError:
+                return  # idle keep-alive connection: close quietly, as nginx does
+            except _HttpError as exc:
+                await self._send_error(exc)
+                return
+            assert isinstance(event, Head), event
+            try:
+                keep = await self._serve(event)
+            except _HttpError as exc:
+                await self._send_error(exc)
+                return
+            except TimeoutError:
+                return  # the client stalled mid-body
+            if not keep:
+                return
+
+    async def _send_error(self, exc: _HttpError) -> None:
+        with contextlib.suppress(ConnectionError):
+            self.writer.write(error_response(exc.status, exc.detail))
+            await self.writer.drain()
+
+    async def _read_body(self) -> bytes:
+        parts: list[bytes] = []
+        while (event := await self._event(self.config.read_timeout)) is not END:
+            assert isinstance(event, bytes)
+            parts.append(event)
+        return b"".join(parts)
+
+    # -- one request ---------------------------------------------------------------
+    async def _serve(self, head: Head) -> bool:
+        """Proxy one request; return whether the client connection stays open."""
+        config = self.config
+        balancer = self.balancer
+        balancer.requests += 1
+        if head.size > config.max_header_bytes:
+            raise _HttpError(431, "Request header fields too large.")
+        path = head.target.split(b"?", 1)[0]
+        local = balancer._local_handler(path)
+        if local is not None:
+            return await self._serve_local(head, local)
+        if head.content_length is not None and head.content_length > config.max_body_bytes:
+            raise _HttpError(413, "Request body too large.")
+        cookie = head.header(b"cookie")
+        request = RequestInfo(self.client_ip, cookie.decode("latin-1") if cookie else None)
+        if not _any_available(balancer):
+            raise _HttpError(503, "No healthy node is available. Try again shortly.")
+
+        has_body = head.chunked or bool(head.content_length)
+        expect = head.header(b"expect")
+        if has_body and expect is not None and expect.lower() == b"100-continue":
+            self.writer.write(_CONTINUE)
+        body: bytes | None = b""  # None: streamed from the client, cannot be replayed
+        if has_body:
+            if head.content_length is not None and head.content_length <= REPLAY_LIMIT:
+                body = await self._read_body()
+            else:
+                body = None
+        else:
+            await self._expect_end()
+
+        upstream_head = self._upstream_head(head, body)
+        retryable = body is not None and (head.method in IDEMPOTENT or config.retry_post)
+        tried: set[Node] = set()
+        last: _NodeError | None = None
+        while True:
+            node = balancer.pick(tried, request)
+            if node is None:
+                raise _no_node_error(last)
+            tried.add(node)
+            try:
+                return await self._exchange(node, head, upstream_head, body, retryable)
+            except _Retry:
+                last = _NodeError("broken")
+                continue
+            except _NodeError as exc:
+                last = exc
+                if retryable:
+                    continue
+                raise _no_node_error(exc) from None
+
+    async def _expect_end(self) -> None:
+        event = await self._event(self.config.read_timeout)
+        assert event is END, event
+
+    async def _serve_local(self, head: Head, handler: LocalHandler) -> bool:
+        await self._read_body()  # local pages take no body; drain whatever came
+        path, _, query = head.target.decode("latin-1").partition("?")
+        request = LocalRequest(head.method.decode(), path, query, tuple(head.headers))
+        response = await handler(request)
+        lines = [
+            f"HTTP/1.1 {response.status} OK",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            *(f"{k}: {v}" for k, v in response.headers),
+        ]
+        if not head.keep_alive:
+            lines.append("Connection: close")
+        body = b"" if head.method == b"HEAD" else response.body
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await self.writer.drain()
+        return head.keep_alive
+
+    def _upstream_head(self, head: Head, body: bytes | None) -> bytes:
+        """The request head for a node: hop-by-hop out, forwarding headers in, Host kept."""
+        drop = HOP_BY_HOP | _REPLACED | connection_tokens(head.headers)
+        out = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
+        forwarded_for: bytes | None = None
+        has_host = False
+        for key, value in head.headers:
+            lower = key.lower()
+            if lower in drop:
+                if lower == b"x-forwarded-for":
+                    forwarded_for = value
+                continue
+            if lower == b"host":
+                has_host = True
+            out.append(b"%s: %s\r\n" % (key, value))
+        ip = self.client_ip.encode()
+        if not has_host:  # HTTP/1.0 clients may omit it; HTTP/1.1 nodes require one
+            out.append(b"Host: %s\r\n" % self.balancer.url.removeprefix("http://").encode())
+        out.append(
+            b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: http\r\n"
+            % ((forwarded_for + b", " + ip) if forwarded_for else ip, ip)
+        )
+        if body is None and head.chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    async def _exchange(
+        self, node: Node, head: Head, upstream_head: bytes, body: bytes | None, retryable: bool
+    ) -> bool:
+        """Send the request to ``node`` and stream its response to the client.
+
+        Raises ``_NodeError`` / ``_Retry`` only while nothing has reached the client.
+        """
+        node.in_flight += 1
+        started = time.monotonic()
+        try:
+            conn = await self._connect(node)
+            try:
+                response, events = await self._send_and_read_head(
+                    conn, upstream_head, body, head.chunked
+                )
+            except _NodeError as exc:
+                if not (conn.reused and not exc.got_bytes and exc.kind == "broken" and retryable):
+                    raise
+                # The node closed this idle connection as we reused it: not a node
+                # failure; try once more on a fresh connection (httpcore does too).
+                conn = await self._connect(node)
+                response, events = await self._send_and_read_head(
+                    conn, upstream_head, body, head.chunked
+                )
+            if response.status == 502 and retryable:
+                conn.close()
+                node.record_failure(time.monotonic())
+                raise _Retry
+            node.requests += 1
+            try:
+                keep = await self._relay_response(node, conn, head, response, events)
+            except BaseException:
+                conn.close()  # a half-read response: the connection cannot be reused
+                raise
+            node.passive.succeeded()
+            node.latency.add(time.monotonic() - started)
+            return keep
+        except _NodeError:
+            node.record_failure(time.monotonic())
+            raise
+        finally:
+            node.in_flight -= 1
+
+    async def _connect(self, node: Node) -> UpstreamConnection:
+        try:
+            return await node.pool.acquire(self.config.connect_timeout)
+        except TimeoutError:
+            raise _NodeError("connect") from None
+        except OSError:
+            raise _NodeError("connect") from None
+
+    async def _send_and_read_head(
+        self, conn: UpstreamConnection, upstream_head: bytes, body: bytes | None, chunked: bool
+    ) -> tuple[Head, MessageEvents]:
+        writer = conn.writer
+        events = MessageEvents(response=True)
+        got_bytes = False
+        ok = False
+        try:
+            if body is not None:
+                writer.write(upstream_head + body)
+            else:
+                writer.write(upstream_head)
+                await self._stream_request_body(writer, chunked)
+            async with asyncio.timeout(self.config.read_timeout):
+                await writer.drain()
+                while True:
+                    while not events.events:
+                        data = await conn.reader.read(READ_SIZE)
+                        if not data:
+                            raise _NodeError("broken", got_bytes)
+                        got_bytes = True
+                        events.feed(data)
+                    event = events.events.popleft()
+                    assert isinstance(event, Head), event
+                    if 100 <= event.status < 200:
+                        # Interim responses (we never forward Expect, but a node may still
+                        # send one): skip it and read on.
+                        while events.events and events.events[0] is not END:
+                            events.events.popleft()
+                        if events.events:
+                            events.events.popleft()
+                        continue
+                    ok = True
+                    return event, events
+        except TimeoutError:
+            raise _NodeError("timeout", got_bytes) from None
+        except (ConnectionError, OSError, httptools.HttpParserError):
+            raise _NodeError("broken", got_bytes) from None
+        finally:
+            if not ok:  # whatever went wrong (client gone, 413, node error): never reuse
+                conn.close()
+
+    async def _stream_request_body(self, writer: asyncio.StreamWriter, chunked: bool) -> None:
+        """Copy the client's body to the node as it arrives, enforcing ``max_body_bytes``."""
+        limit = self.config.max_body_bytes
+        total = 0
+        while (event := await self._event(self.config.read_timeout)) is not END:
+            assert isinstance(event, bytes)
+            total += len(event)
+            if total > limit:
+                writer.close()
+                raise _HttpError(413, "Request body too large.")
+            writer.write(chunk(event) if chunked else event)
+            async with asyncio.timeout(self.config.read_timeout):
+                await writer.drain()
+        if chunked:
+            writer.write(_LAST_CHUNK)
+
+    async def _relay_response(
+        self,
+        node: Node,
+        conn: UpstreamConnection,
+        request: Head,
+        response: Head,
+        events: MessageEvents,
+    ) -> bool:
+        """Stream the node's response to the client; return whether the client stays."""
+        bodyless = request.method == b"HEAD" or response.status in _NO_BODY_STATUS
+        client_11 = request.version == "1.1"
+        if bodyless or response.content_length is not None:
+            reframe = False
+            keep_client = request.keep_alive
+        elif client_11:
+            reframe = True  # chunked, or close-delimited from the node: chunk it
+            keep_client = request.keep_alive
+        else:
+            reframe = False  # an HTTP/1.0 client: the end of the body is our close
+            keep_client = False
+        drop = HOP_BY_HOP | connection_tokens(response.headers)
+        out = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.target)]
+        for key, value in response.headers:
+            if key.lower() not in drop:
+                out.append(b"%s: %s\r\n" % (key, value))
+        if reframe:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep_client:
+            out.append(b"Connection: close\r\n")
+        elif request.version == "1.0":
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        pending = b"".join(out)
+        client = self.writer
+        if bodyless:
+            client.write(pending)
+            # A HEAD answer's Content-Length announces a body that never comes; llhttp
+            # cannot be told, so the message ends here (the parser is per response, so
+            # the connection itself is still clean and goes back to the pool).
+            self._release(node, conn, response)
+            await self._drain_client()
+            return keep_client
+
+        queue = events.events
+        read = conn.reader.read
+        buffered: list[bytes] = [pending]
+        size = len(pending)
+        while True:
+            while queue:
+                event = queue.popleft()
+                if event is END:
+                    if reframe:
+                        buffered.append(_LAST_CHUNK)
+                    client.write(b"".join(buffered))
+                    self._release(node, conn, response)
+                    await self._drain_client()
+                    return keep_client
+                assert isinstance(event, bytes)
+                buffered.append(chunk(event) if reframe else event)
+                size += len(event)
+            if size:
+                client.write(b"".join(buffered))
+                buffered.clear()
+                size = 0
+                await self._drain_client()
+            try:
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await read(READ_SIZE)
+                if not data:
+                    if response.content_length is not None or response.chunked:
+                        raise ConnectionResetError("node closed mid-body")
+                    queue.append(END)  # a close-delimited body ends with the connection
+                    continue
+                events.feed(data)
+            except (TimeoutError, OSError, httptools.HttpParserError) as exc:
+                # Part of the response is already with the client: all we can do is cut
+                # the connection so it sees a truncated message rather than a wrong one.
+                conn.close()
+                node.record_failure(time.monotonic())
+                log.warning("node %s failed mid-response: %r", node.name, exc)
+                raise _ClientGone from None
+
+    def _release(self, node: Node, conn: UpstreamConnection, response: Head) -> None:
+        if response.keep_alive:
+            node.pool.release(conn)
+        else:
+            conn.close()
+
+    async def _drain_client(self) -> None:
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            raise _ClientGone from None
+
+
+def _any_available(balancer: Balancer) -> bool:
+    now = time.monotonic()
+    return any(n.available(now) for n in balancer.nodes)
+
+
+def _no_node_error(last: _NodeError | None) -> _HttpError:
+    """The answer after every node was tried: timeouts give 504, connect errors 503."""
+    if last is None or last.kind == "connect":
+        return _HttpError(503, "No healthy node is available. Try again shortly.")
+    if last.kind == "timeout":
+        return _HttpError(504, "The node did not answer in time.")
+    return _HttpError(502, "The node sent an invalid or incomplete response.")
