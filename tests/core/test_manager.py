@@ -333,3 +333,25 @@ def test_memory_store_evicts_lru_and_counts() -> None:
         store.add(key, b"1", ttl=60)
     assert store.get("a") is None and store.get("c") is not None
     assert store.evictions == 1 and store.stats()["evictions"] == 1
+
+
+def test_lock_of_a_dead_holder_expires_within_lock_ttl() -> None:
+    h = Harness(locking="all")
+    h.request(count=1)
+    h.open()  # a request that took the lock and died (never released)
+    h.clock.now += h.manager.lock_ttl + 0.01
+    assert h.open().lock_key is not None  # the lease ran out: the next request gets it
+
+
+def test_renewed_lock_is_kept_past_its_ttl() -> None:
+    h = Harness(locking="all", lock_timeout="100ms")
+    h.request(count=1)
+    holder = h.open()
+    for _ in range(5):  # the holder's driver renews while the request runs
+        h.clock.now += h.manager.lock_renew_interval
+        run_sync(h.manager.renew_locks(), h.store)
+    assert h.clock.now - 1000.0 > h.manager.lock_ttl
+    with pytest.raises(LockTimeout):
+        h.open()
+    h.save(holder)
+    assert not h.manager.holds_locks

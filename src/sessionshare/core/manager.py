@@ -39,7 +39,17 @@ from sessionshare.core.envelope import (
 )
 from sessionshare.core.ids import SessionId, new_token, parse_session_id
 from sessionshare.core.locking import LockPolicy
-from sessionshare.core.operations import Add, Batch, Delete, Get, Operation, Record, Sleep, Write
+from sessionshare.core.operations import (
+    Add,
+    Batch,
+    Delete,
+    Get,
+    Operation,
+    Record,
+    Sleep,
+    Touch,
+    Write,
+)
 from sessionshare.core.serializers import make_serializer
 from sessionshare.core.session import Session
 from sessionshare.errors import (
@@ -159,11 +169,14 @@ class SessionManager:
         self._filter = re.compile(config.attribute_filter) if config.attribute_filter else None
         # Locking is for non-sticky mode only: in sticky mode one node owns the session.
         self.locking = LockPolicy(config.locking, enabled=not config.sticky)
-        # A lock must outlive a normal request but expire *before* waiters give up, so
-        # that a node killed while holding one (SPEC §7.2) delays the retried request
-        # instead of failing it. Requests longer than this lose the lock's protection;
-        # their writes still merge by version.
-        self.lock_ttl = config.lock_timeout / 2
+        # Locks are short-lived leases that the driver renews while their request runs
+        # (``renew_locks``): a live request keeps its lock as long as it needs, while a
+        # lock left by a node killed mid-request (SPEC §7.2) expires within ``lock_ttl``,
+        # before the retried request's ``lock_timeout`` runs out.
+        self.lock_ttl = max(1.0, min(2.0, config.lock_timeout / 2))
+        #: renew held locks this often (seconds).
+        self.lock_renew_interval = self.lock_ttl / 3
+        self._held_locks: dict[str, str | None] = {}  # lock key -> store node
 
     def __repr__(self) -> str:
         return (
@@ -203,6 +216,7 @@ class SessionManager:
         state = self._loaded(request, sid, key, record)
         if state is None:  # gone, or unreadable: start afresh, and let go of the lock
             if lock_key is not None:
+                self._held_locks.pop(lock_key, None)
                 yield Delete(key=lock_key, node=sid.node)
             if record is not None:  # unreadable: keep the bytes aside for an operator
                 yield from self._quarantine(sid, record)
@@ -237,6 +251,7 @@ class SessionManager:
                 if isinstance(answer, StoreError):
                     raise answer
             if locked:
+                self._held_locks[lock_key] = get.node
                 return record
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -390,6 +405,7 @@ class SessionManager:
         if state.lock_key is None:
             return (yield op)
         answer, _ = yield Batch((op, Delete(key=state.lock_key, node=state.session.sid.node)))
+        self._held_locks.pop(state.lock_key, None)
         state.lock_key = None
         if isinstance(answer, StoreError):
             raise answer
@@ -484,11 +500,26 @@ class SessionManager:
         """
         if state.lock_key is not None:
             lock_key, state.lock_key = state.lock_key, None
+            self._held_locks.pop(lock_key, None)
             answer = yield Batch((Delete(key=lock_key, node=state.session.sid.node),))
             if isinstance(answer[0], StoreError):
                 log.warning(
                     "could not release lock %s (it expires by itself): %s", lock_key, answer[0]
                 )
+
+    def renew_locks(self) -> Steps:
+        """Extend every lock a request of this process still holds, in one round trip.
+
+        Drivers run this every ``lock_renew_interval`` seconds while locks are held.
+        """
+        held = list(self._held_locks.items())
+        if held:
+            touches = tuple(Touch(key=key, ttl=self.lock_ttl, node=node) for key, node in held)
+            yield Batch(touches)
+
+    @property
+    def holds_locks(self) -> bool:
+        return bool(self._held_locks)
 
     # -- errors -----------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ FastAPI), save when the app sends ``http.response.start``, release in a finally.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,6 +21,8 @@ from sessionshare.stores.factory import create_async_store
 from sessionshare.web.wiring import wire
 
 __all__ = ["SessionMiddleware"]
+
+log = logging.getLogger("sessionshare")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +55,8 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.config, self.store, self.manager = wire(config, store, options, create_async_store)
+        # (event loop, task) of the lock renewer: one per loop, started on first use.
+        self._renewer: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +71,8 @@ class SessionMiddleware:
         except SessionShareError as exc:
             await _send_error(send, manager.error_response(exc))
             return
+        if state.lock_key is not None:
+            self._ensure_renewer()
         scope["session"] = state.session
         failed = False
 
@@ -88,3 +96,18 @@ class SessionMiddleware:
             await self.app(scope, receive, send_with_session)
         finally:
             await run_async(manager.release(state), store)
+
+    def _ensure_renewer(self) -> None:
+        """Keep this process's session locks alive while their requests run."""
+        loop = asyncio.get_running_loop()
+        if self._renewer is None or self._renewer[0] is not loop or self._renewer[1].done():
+            self._renewer = (loop, loop.create_task(self._renew_forever()))
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.manager.lock_renew_interval)
+            if self.manager.holds_locks:
+                try:
+                    await run_async(self.manager.renew_locks(), self.store)
+                except Exception:  # keep renewing; a lost lease is logged by the store
+                    log.warning("renewing session locks failed", exc_info=True)

@@ -8,6 +8,10 @@ any, is released when the server closes the response body, even on errors.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +26,8 @@ from sessionshare.stores.factory import create_store
 from sessionshare.web.wiring import wire
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
+
+log = logging.getLogger("sessionshare")
 
 #: where the session is put in the WSGI environ.
 ENVIRON_KEY = "sessionshare.session"
@@ -52,6 +58,7 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.config, self.store, self.manager = wire(config, store, options, create_store)
+        self._renewer = _LockRenewer(self)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = RequestInfo(
@@ -66,6 +73,8 @@ class SessionMiddleware:
             error = self.manager.error_response(exc)
             start_response(_status_line(error.status), error.headers)
             return [error.body]
+        if state.lock_key is not None:
+            self._renewer.ensure_running()
         environ[ENVIRON_KEY] = state.session
         response = _Response(self, state, start_response)
         try:
@@ -138,3 +147,34 @@ class _ClosingBody:
 
     def close(self) -> None:
         self._response.close()
+
+
+class _LockRenewer:
+    """One daemon thread per process that keeps this process's session locks alive.
+
+    Started on the first locked request rather than at import, and again after a
+    fork (gunicorn forks workers after loading the app; threads do not survive it).
+    """
+
+    def __init__(self, middleware: SessionMiddleware) -> None:
+        self._middleware = middleware
+        self._pid: int | None = None
+        self._guard = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._guard:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="sessionshare-locks", daemon=True).start()
+
+    def _run(self) -> None:
+        manager, store = self._middleware.manager, self._middleware.store
+        while True:
+            time.sleep(manager.lock_renew_interval)
+            if manager.holds_locks:
+                try:
+                    run_sync(manager.renew_locks(), store)
+                except Exception:  # keep renewing; a lost lease is logged by the store
+                    log.warning("renewing session locks failed", exc_info=True)
