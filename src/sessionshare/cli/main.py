@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from sessionshare.cli.balancer_cmd import balancer_command, nginx_config_command
 from sessionshare.cli.node import node_command
 
 __all__ = ["cli", "main"]
@@ -27,6 +28,8 @@ def cli(log_level: str) -> None:
 
 
 cli.add_command(node_command)
+cli.add_command(balancer_command)
+cli.add_command(nginx_config_command)
 
 
 def main() -> None:
