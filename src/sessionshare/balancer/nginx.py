@@ -200,7 +200,8 @@ def render_config(
         '            proxy_set_header Proxy-Connection "";',
         '            proxy_set_header Proxy-Authorization "";',
         '            proxy_set_header Expect "";',
-        "            proxy_request_buffering off;",
+        # Request buffering stays on (nginx's default): a buffered body can be resent to the
+        # next node, as the embedded balancer resends bodies it kept (≤ 64 KiB).
         f"            proxy_next_upstream {next_upstream};",
         "            proxy_next_upstream_tries 0;",
         f"            proxy_connect_timeout {_seconds(config.connect_timeout)};",
@@ -245,14 +246,11 @@ class NginxProcess:
         return f"http://{self.config.host}:{self.config.port}"
 
     def write(self) -> Path:
-        run_as = None
         for sub in ("logs", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            # As root nginx drops its workers to "nobody"; they must reach the temp dir.
-            run_as = "nobody nogroup"
-            self.prefix.chmod(0o755)
-            (self.prefix / "tmp").chmod(0o777)
+        # Started as root, nginx drops its workers to "nobody", who cannot enter a private
+        # prefix (pytest's and mkdtemp's directories are 0700): keep them as the caller.
+        run_as = "root" if os.geteuid() == 0 else None
         text = render_config(
             self.config, self.version, worker_processes=self.worker_processes, run_as=run_as
         )
