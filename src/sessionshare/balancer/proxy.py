@@ -52,6 +52,8 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 #: them (nginx buffers bodies for the same reason, in memory up to 8-16 KiB then on disk).
 REPLAY_LIMIT = 64 * 1024
 READ_SIZE = 64 * 1024
+#: Response bytes held back before the first write to the client (see _relay_response).
+RELAY_BUFFER = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 #: Headers the balancer sets itself on the way to a node.
@@ -405,12 +407,12 @@ class _ClientConnection:
                 conn.close()
                 node.record_failure(time.monotonic())
                 raise _Retry
-            node.requests += 1
             try:
                 keep = await self._relay_response(node, conn, head, response, events)
             except BaseException:
                 conn.close()  # a half-read response: the connection cannot be reused
                 raise
+            node.requests += 1
             node.passive.succeeded()
             node.latency.add(time.monotonic() - started)
             return keep
@@ -532,7 +534,8 @@ class _ClientConnection:
         queue = events.events
         read = conn.reader.read
         buffered: list[bytes] = [pending]
-        size = len(pending)
+        size = 0  # body bytes in ``buffered``
+        committed = False  # has anything of this response been written to the client?
         while True:
             while queue:
                 event = queue.popleft()
@@ -546,10 +549,14 @@ class _ClientConnection:
                 assert isinstance(event, bytes)
                 buffered.append(chunk(event) if reframe else event)
                 size += len(event)
-            if size:
+            # Hold the first RELAY_BUFFER bytes (nginx's proxy_buffers do the same): a node
+            # that dies between its head and its body has then sent nothing to the client,
+            # and the request can still go to another node.
+            if size >= RELAY_BUFFER or (committed and size):
                 client.write(b"".join(buffered))
                 buffered.clear()
                 size = 0
+                committed = True
                 await self._drain_client()
             try:
                 async with asyncio.timeout(self.config.read_timeout):
@@ -561,9 +568,12 @@ class _ClientConnection:
                     continue
                 events.feed(data)
             except (TimeoutError, OSError, httptools.HttpParserError) as exc:
+                conn.close()
+                if not committed:
+                    kind = "timeout" if isinstance(exc, TimeoutError) else "broken"
+                    raise _NodeError(kind, got_bytes=True) from None
                 # Part of the response is already with the client: all we can do is cut
                 # the connection so it sees a truncated message rather than a wrong one.
-                conn.close()
                 node.record_failure(time.monotonic())
                 log.warning("node %s failed mid-response: %r", node.name, exc)
                 raise _ClientGone from None

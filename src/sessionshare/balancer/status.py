@@ -68,6 +68,7 @@ def build_status(url: str, policy: str, nodes: Sequence[Node]) -> dict[str, Any]
                 "in_flight": node.in_flight,
                 "failures": node.failures,
                 "latency": node.latency.summary(),
+                "pool": {"idle": node.pool.idle, "opened": node.pool.opened},
             }
             for node in nodes
         ],
