@@ -62,11 +62,11 @@ class SessionId:
 
     def with_node(self, node: str | None) -> SessionId:
         """The same session placed on another store node (MSM relocation)."""
-        return replace(self, node=node)
+        return self if node == self.node else replace(self, node=node)
 
     def with_route(self, route: str | None) -> SessionId:
         """The same session served by another app node (Tomcat JvmRouteBinderValve)."""
-        return replace(self, route=route)
+        return self if route == self.route else replace(self, route=route)
 
     def __str__(self) -> str:
         text = self.token

@@ -1,0 +1,5 @@
+"""``python -m sessionshare``: the same as the ``sessionshare`` command."""
+
+from sessionshare.cli.main import main
+
+main()
