@@ -61,7 +61,14 @@ from sessionshare.errors import (
     WriteConflict,
 )
 
-__all__ = ["ErrorResponse", "ManagerStats", "RequestInfo", "RequestSession", "SessionManager"]
+__all__ = [
+    "ErrorResponse",
+    "ManagerStats",
+    "RequestInfo",
+    "RequestSession",
+    "SessionManager",
+    "lock_key_prefix",
+]
 
 log = logging.getLogger("sessionshare")
 
@@ -71,6 +78,11 @@ Steps = Generator[Operation, Any, Any]
 MAX_MERGE_ATTEMPTS = 8
 #: how long undeserializable session bytes are kept aside for an operator (7 days).
 QUARANTINE_TTL = 7 * 86400.0
+
+
+def lock_key_prefix(key_prefix: str) -> str:
+    """Session locks live under this prefix; stores keep them as single copies (no backup)."""
+    return f"{key_prefix}:lock:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +202,7 @@ class SessionManager:
         return f"{self.config.key_prefix}:s:{token}"
 
     def lock_key(self, token: str) -> str:
-        return f"{self.config.key_prefix}:lock:{token}"
+        return lock_key_prefix(self.config.key_prefix) + token
 
     def quarantine_key(self, token: str) -> str:
         return f"{self.config.key_prefix}:quarantine:{token}"

@@ -14,10 +14,7 @@ from sessionshare.stores.memory import MemoryStore
 __all__ = ["create_async_store", "create_store"]
 
 _PLANNED = {
-    "memcached": "the memcached store",
     "redis": "the Redis store",
-    "replicated": "peer replication (replicated)",
-    "backup": "peer replication (backup)",
 }
 
 
@@ -25,6 +22,14 @@ def create_store(config: SessionConfig) -> Store:
     """A new store for ``config`` (the caller owns it and closes it)."""
     if config.store == "memory":
         return MemoryStore(max_entries=config.max_sessions)
+    if config.store == "memcached":
+        from sessionshare.stores.memcached import MemcachedStore, cluster_from_config
+
+        return MemcachedStore(cluster_from_config(config))
+    if config.store in ("replicated", "backup"):
+        from sessionshare.replication import BackupStore, ReplicatedStore
+
+        return (ReplicatedStore if config.store == "replicated" else BackupStore)(config)
     raise NotYetAvailable(
         f"store: {_PLANNED[config.store]} is not available yet in this version of "
         "sessionshare; use store = 'memory'"
@@ -33,6 +38,15 @@ def create_store(config: SessionConfig) -> Store:
 
 def create_async_store(config: SessionConfig) -> AsyncStore:
     """The async flavour of ``create_store``, for ASGI applications."""
+    if config.store == "memcached":  # native asyncio: no thread hop per operation
+        from sessionshare.stores.memcached import AsyncMemcachedStore, cluster_from_config
+
+        return AsyncMemcachedStore(cluster_from_config(config))
+    if config.store in ("replicated", "backup"):  # runs on the server's own event loop
+        from sessionshare.replication import AsyncBackupStore, AsyncReplicatedStore
+
+        kind = AsyncReplicatedStore if config.store == "replicated" else AsyncBackupStore
+        return kind(config)
     store = create_store(config)
     # The memory store never blocks, so it is called inline (no thread hop).
     return BlockingStoreAdapter(store, in_thread=not isinstance(store, MemoryStore))
