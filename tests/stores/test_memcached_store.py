@@ -35,9 +35,11 @@ def session_key() -> str:
 
 
 def test_ttl_rounds_up_and_long_ttls_become_absolute() -> None:
-    assert expiry(0.3, now=1000.0) == 1  # never 0: memcached reads 0 as "never expires"
-    assert expiry(1.2, now=1000.0) == 2
-    assert expiry(31 * 86400, now=1000.0) == 1000 + 31 * 86400  # > 30 days: unix time
+    # never 0 (memcached reads it as "never expires"), and one tick more: memcached's
+    # clock ticks per second, so "1" may last only a moment
+    assert expiry(0.3, now=1000.0) == 2
+    assert expiry(1.2, now=1000.0) == 3
+    assert expiry(31 * 86400, now=1000.0) == 1000 + 31 * 86400 + 1  # > 30 days: unix time
 
 
 def test_write_is_a_real_cas_and_add(two_nodes: Pair) -> None:

@@ -45,13 +45,14 @@ class ProtocolError(Exception):
 
 
 def expiry(ttl: float, now: float) -> int:
-    """A memcached exptime for ``ttl`` seconds.
+    """A memcached exptime that keeps an item for at least ``ttl`` seconds.
 
-    Rounded *up* to whole seconds and never below 1: ``0`` means "never expires" to
-    memcached, so a 300 ms lock lease must become 1 s, not 0. Over 30 days the
-    value is an absolute unix time.
+    memcached's clock ticks once per second, so an exptime of N seconds lasts anywhere
+    between N - 1 and N: a 1 s lock lease could vanish at once. So ``ttl`` is rounded
+    *up* and one second added; never 0, which memcached reads as "never expires". Over
+    30 days the value is an absolute unix time.
     """
-    seconds = max(1, math.ceil(ttl))
+    seconds = math.ceil(ttl) + 1
     if seconds > MAX_RELATIVE_TTL:
         return int(now) + seconds
     return seconds
