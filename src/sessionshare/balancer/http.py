@@ -20,6 +20,7 @@ import httptools
 __all__ = [
     "END",
     "HOP_BY_HOP",
+    "End",
     "Head",
     "MessageEvents",
     "chunk",
@@ -44,13 +45,13 @@ HOP_BY_HOP: Final = frozenset(
 )
 
 
-class _End:
+class End:
     def __repr__(self) -> str:
         return "END"
 
 
 #: The event after the last body byte of a message.
-END: Final = _End()
+END: Final = End()
 
 
 @dataclass(slots=True)
@@ -91,10 +92,11 @@ class MessageEvents:
     message, and the parser's getters would then describe that one.
     """
 
-    __slots__ = ("_headers", "_size", "_target", "events", "parser")
+    __slots__ = ("_headers", "_size", "_target", "events", "parser", "queued")
 
     def __init__(self, response: bool = False) -> None:
-        self.events: deque[Head | bytes | _End] = deque()
+        self.events: deque[Head | bytes | End] = deque()
+        self.queued = 0  # body bytes in ``events``, for read back-pressure
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._size = 0
@@ -154,6 +156,7 @@ class MessageEvents:
 
     def on_body(self, body: bytes) -> None:
         self.events.append(body)
+        self.queued += len(body)
 
     def on_message_complete(self) -> None:
         self.events.append(END)

@@ -203,7 +203,7 @@ def render_config(
         # Request buffering stays on (nginx's default): a buffered body can be resent to the
         # next node, as the embedded balancer resends bodies it kept (≤ 64 KiB).
         f"            proxy_next_upstream {next_upstream};",
-        "            proxy_next_upstream_tries 0;",
+        f"            proxy_next_upstream_tries {config.max_tries or 0};",
         f"            proxy_connect_timeout {_seconds(config.connect_timeout)};",
         f"            proxy_read_timeout {_seconds(config.read_timeout)};",
         f"            proxy_send_timeout {_seconds(config.read_timeout)};",

@@ -21,13 +21,14 @@ from typing import Any
 
 import httptools
 
+from sessionshare.balancer.channel import Channel, HeadTooLarge
 from sessionshare.balancer.config import BalancerConfig
 from sessionshare.balancer.health import HealthChecker
 from sessionshare.balancer.http import (
     END,
     HOP_BY_HOP,
+    End,
     Head,
-    MessageEvents,
     chunk,
     connection_tokens,
     error_response,
@@ -41,7 +42,7 @@ from sessionshare.balancer.status import (
     build_status,
     json_response,
 )
-from sessionshare.balancer.upstream import Node, UpstreamConnection
+from sessionshare.balancer.upstream import Node
 
 __all__ = ["Balancer"]
 
@@ -51,7 +52,6 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 #: Request bodies up to this size are read before a node is chosen, so a retry can resend
 #: them (nginx buffers bodies for the same reason, in memory up to 8-16 KiB then on disk).
 REPLAY_LIMIT = 64 * 1024
-READ_SIZE = 64 * 1024
 #: Response bytes held back before the first write to the client (see _relay_response).
 RELAY_BUFFER = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -120,8 +120,9 @@ class Balancer:
         return self.config.port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_client, self.config.host, self.config.port, backlog=1024, limit=READ_SIZE
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_client, self.config.host, self.config.port, backlog=1024
         )
         self.health.start()
         log.info("balancer on %s, policy %s", self.url, self.config.policy)
@@ -176,20 +177,27 @@ class Balancer:
         return self._mounts[best] if best is not None else None
 
     # -- one client connection -----------------------------------------------------
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _new_client(self) -> Channel:
+        # The head limit doubles as llhttp's buffer cap: the exact 431 check is on the
+        # parsed size (Head.size); this one stops a head that never ends.
+        channel = _ClientChannel(response=False, head_limit=2 * self.config.max_header_bytes)
+        channel.balancer = self
+        return channel
+
+    async def _serve_client(self, channel: Channel) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
         self.connections += 1
         try:
-            await _ClientConnection(self, reader, writer).run()
-        except (_ClientGone, ConnectionError, asyncio.CancelledError):
+            await _ClientConnection(self, channel).run()
+        except (_ClientGone, ConnectionError, EOFError, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("client connection crashed")
         finally:
             self._clients.discard(task)
-            writer.close()
+            channel.close()
 
     def pick(self, tried: set[Node], request: RequestInfo) -> Node | None:
         """A node for ``request`` that is available and not yet ``tried``, or ``None``."""
@@ -211,40 +219,37 @@ class Balancer:
         )
 
 
+class _ClientChannel(Channel):
+    """The client side: starts the connection's coroutine once the socket is accepted."""
+
+    balancer: Balancer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.loop.create_task(self.balancer._serve_client(self))
+
+
 class _ClientConnection:
     """Reads requests from one client and proxies them, one at a time, in order."""
 
-    def __init__(
-        self, balancer: Balancer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, balancer: Balancer, channel: Channel) -> None:
         self.balancer = balancer
         self.config = balancer.config
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername")
-        self.client_ip: str = peer[0] if peer else "127.0.0.1"
-        self.messages = MessageEvents()
+        self.client = channel
+        self.client_ip = channel.peer_ip()
 
     # -- reading the client --------------------------------------------------------
-    async def _event(self, timeout: float) -> Head | bytes | object:
-        events = self.messages.events
-        unparsed = 0
-        while not events:
-            async with asyncio.timeout(timeout):
-                data = await self.reader.read(READ_SIZE)
-            if not data:
-                raise _ClientGone
-            unparsed += len(data)
-            try:
-                self.messages.feed(data)
-            except httptools.HttpParserUpgrade:
-                raise _HttpError(501, "Protocol upgrades are not supported.") from None
-            except httptools.HttpParserError as exc:
-                raise _HttpError(400, f"Malformed request: {exc}") from None
-            if not events and unparsed > 2 * self.config.max_header_bytes:
-                # llhttp buffers a header line whole; cap what it may hold (431 below).
-                raise _HttpError(431, "Request header fields too large.")
-        return events.popleft()
+    async def _event(self, timeout: float) -> Head | bytes | End:
+        try:
+            return await self.client.next_event(timeout)
+        except EOFError:
+            raise _ClientGone from None
+        except HeadTooLarge:
+            raise _HttpError(431, "Request header fields too large.") from None
+        except httptools.HttpParserUpgrade:
+            raise _HttpError(501, "Protocol upgrades are not supported.") from None
+        except httptools.HttpParserError as exc:
+            raise _HttpError(400, f"Malformed request: {exc}") from None
 
     async def run(self) -> None:
         while True:
@@ -268,8 +273,8 @@ class _ClientConnection:
 
     async def _send_error(self, exc: _HttpError) -> None:
         with contextlib.suppress(ConnectionError):
-            self.writer.write(error_response(exc.status, exc.detail))
-            await self.writer.drain()
+            self.client.write(error_response(exc.status, exc.detail))
+            await self.client.drain()
 
     async def _read_body(self) -> bytes:
         parts: list[bytes] = []
@@ -298,9 +303,10 @@ class _ClientConnection:
             raise _HttpError(503, "No healthy node is available. Try again shortly.")
 
         has_body = head.chunked or bool(head.content_length)
-        expect = head.header(b"expect")
-        if has_body and expect is not None and expect.lower() == b"100-continue":
-            self.writer.write(_CONTINUE)
+        if has_body:
+            expect = head.header(b"expect")
+            if expect is not None and expect.lower() == b"100-continue":
+                self.client.write(_CONTINUE)
         body: bytes | None = b""  # None: streamed from the client, cannot be replayed
         if has_body:
             if head.content_length is not None and head.content_length <= REPLAY_LIMIT:
@@ -308,14 +314,16 @@ class _ClientConnection:
             else:
                 body = None
         else:
-            await self._expect_end()
+            event = await self._event(config.read_timeout)
+            assert event is END, event
 
         upstream_head = self._upstream_head(head, body)
         retryable = body is not None and (head.method in IDEMPOTENT or config.retry_post)
         tried: set[Node] = set()
         last: _NodeError | None = None
         while True:
-            node = balancer.pick(tried, request)
+            out_of_tries = config.max_tries is not None and len(tried) >= config.max_tries
+            node = None if out_of_tries else balancer.pick(tried, request)
             if node is None:
                 raise _no_node_error(last)
             tried.add(node)
@@ -329,10 +337,6 @@ class _ClientConnection:
                 if retryable:
                     continue
                 raise _no_node_error(exc) from None
-
-    async def _expect_end(self) -> None:
-        event = await self._event(self.config.read_timeout)
-        assert event is END, event
 
     async def _serve_local(self, head: Head, handler: LocalHandler) -> bool:
         await self._read_body()  # local pages take no body; drain whatever came
@@ -348,8 +352,8 @@ class _ClientConnection:
         if not head.keep_alive:
             lines.append("Connection: close")
         body = b"" if head.method == b"HEAD" else response.body
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        await self.writer.drain()
+        self.client.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await self._drain_client()
         return head.keep_alive
 
     def _upstream_head(self, head: Head, body: bytes | None) -> bytes:
@@ -391,26 +395,22 @@ class _ClientConnection:
         try:
             conn = await self._connect(node)
             try:
-                response, events = await self._send_and_read_head(
-                    conn, upstream_head, body, head.chunked
-                )
+                response = await self._send_and_read_head(conn, upstream_head, body, head.chunked)
             except _NodeError as exc:
                 if not (conn.reused and not exc.got_bytes and exc.kind == "broken" and retryable):
                     raise
                 # The node closed this idle connection as we reused it: not a node
                 # failure; try once more on a fresh connection (httpcore does too).
-                conn = await self._connect(node)
-                response, events = await self._send_and_read_head(
-                    conn, upstream_head, body, head.chunked
-                )
+                conn = await self._connect(node, fresh=True)
+                response = await self._send_and_read_head(conn, upstream_head, body, head.chunked)
             if response.status == 502 and retryable:
                 conn.close()
                 node.record_failure(time.monotonic())
                 raise _Retry
             try:
-                keep = await self._relay_response(node, conn, head, response, events)
+                keep = await self._relay_response(node, conn, head, response)
             except BaseException:
-                conn.close()  # a half-read response: the connection cannot be reused
+                conn.abort()  # a half-read response: the connection cannot be reused
                 raise
             node.requests += 1
             node.passive.succeeded()
@@ -422,57 +422,45 @@ class _ClientConnection:
         finally:
             node.in_flight -= 1
 
-    async def _connect(self, node: Node) -> UpstreamConnection:
+    async def _connect(self, node: Node, fresh: bool = False) -> Channel:
+        if fresh:
+            node.pool.clear()
         try:
             return await node.pool.acquire(self.config.connect_timeout)
-        except TimeoutError:
-            raise _NodeError("connect") from None
-        except OSError:
+        except (TimeoutError, OSError):
             raise _NodeError("connect") from None
 
     async def _send_and_read_head(
-        self, conn: UpstreamConnection, upstream_head: bytes, body: bytes | None, chunked: bool
-    ) -> tuple[Head, MessageEvents]:
-        writer = conn.writer
-        events = MessageEvents(response=True)
-        got_bytes = False
+        self, conn: Channel, upstream_head: bytes, body: bytes | None, chunked: bool
+    ) -> Head:
         ok = False
         try:
             if body is not None:
-                writer.write(upstream_head + body)
+                conn.write(upstream_head + body)
             else:
-                writer.write(upstream_head)
-                await self._stream_request_body(writer, chunked)
-            async with asyncio.timeout(self.config.read_timeout):
-                await writer.drain()
-                while True:
-                    while not events.events:
-                        data = await conn.reader.read(READ_SIZE)
-                        if not data:
-                            raise _NodeError("broken", got_bytes)
-                        got_bytes = True
-                        events.feed(data)
-                    event = events.events.popleft()
-                    assert isinstance(event, Head), event
-                    if 100 <= event.status < 200:
-                        # Interim responses (we never forward Expect, but a node may still
-                        # send one): skip it and read on.
-                        while events.events and events.events[0] is not END:
-                            events.events.popleft()
-                        if events.events:
-                            events.events.popleft()
-                        continue
-                    ok = True
-                    return event, events
+                conn.write(upstream_head)
+                await self._stream_request_body(conn, chunked)
+            await conn.drain()
+            while True:
+                event = await conn.next_event(self.config.read_timeout)
+                assert isinstance(event, Head), event
+                if 100 <= event.status < 200:
+                    # Interim responses (we never forward Expect, but a node may still
+                    # send one): skip to its end and read on.
+                    while await conn.next_event(self.config.read_timeout) is not END:
+                        pass
+                    continue
+                ok = True
+                return event
         except TimeoutError:
-            raise _NodeError("timeout", got_bytes) from None
-        except (ConnectionError, OSError, httptools.HttpParserError):
-            raise _NodeError("broken", got_bytes) from None
+            raise _NodeError("timeout", conn.received > 0) from None
+        except (EOFError, ConnectionError, OSError, httptools.HttpParserError, HeadTooLarge):
+            raise _NodeError("broken", conn.received > 0) from None
         finally:
             if not ok:  # whatever went wrong (client gone, 413, node error): never reuse
-                conn.close()
+                conn.abort()
 
-    async def _stream_request_body(self, writer: asyncio.StreamWriter, chunked: bool) -> None:
+    async def _stream_request_body(self, conn: Channel, chunked: bool) -> None:
         """Copy the client's body to the node as it arrives, enforcing ``max_body_bytes``."""
         limit = self.config.max_body_bytes
         total = 0
@@ -480,21 +468,14 @@ class _ClientConnection:
             assert isinstance(event, bytes)
             total += len(event)
             if total > limit:
-                writer.close()
                 raise _HttpError(413, "Request body too large.")
-            writer.write(chunk(event) if chunked else event)
-            async with asyncio.timeout(self.config.read_timeout):
-                await writer.drain()
+            conn.write(chunk(event) if chunked else event)
+            await conn.drain()
         if chunked:
-            writer.write(_LAST_CHUNK)
+            conn.write(_LAST_CHUNK)
 
     async def _relay_response(
-        self,
-        node: Node,
-        conn: UpstreamConnection,
-        request: Head,
-        response: Head,
-        events: MessageEvents,
+        self, node: Node, conn: Channel, request: Head, response: Head
     ) -> bool:
         """Stream the node's response to the client; return whether the client stays."""
         bodyless = request.method == b"HEAD" or response.status in _NO_BODY_STATUS
@@ -520,75 +501,73 @@ class _ClientConnection:
         elif request.version == "1.0":
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
-        pending = b"".join(out)
-        client = self.writer
+        client = self.client
         if bodyless:
-            client.write(pending)
-            # A HEAD answer's Content-Length announces a body that never comes; llhttp
-            # cannot be told, so the message ends here (the parser is per response, so
-            # the connection itself is still clean and goes back to the pool).
+            # A HEAD answer's Content-Length announces a body that never comes; the parser
+            # is per response, so the connection itself is clean and goes back to the pool.
+            client.write(b"".join(out))
+            conn.expect_response()  # drops a 204/304's END (and a HEAD's body-less parser)
             self._release(node, conn, response)
             await self._drain_client()
             return keep_client
 
-        queue = events.events
-        read = conn.reader.read
-        buffered: list[bytes] = [pending]
+        buffered = out
         size = 0  # body bytes in ``buffered``
         committed = False  # has anything of this response been written to the client?
+        timeout = self.config.read_timeout
         while True:
-            while queue:
-                event = queue.popleft()
-                if event is END:
-                    if reframe:
-                        buffered.append(_LAST_CHUNK)
-                    client.write(b"".join(buffered))
-                    self._release(node, conn, response)
-                    await self._drain_client()
-                    return keep_client
-                assert isinstance(event, bytes)
-                buffered.append(chunk(event) if reframe else event)
-                size += len(event)
+            try:
+                event = await conn.next_event(timeout)
+            except EOFError:
+                if response.content_length is None and not response.chunked:
+                    event = END  # a close-delimited body ends with the connection
+                else:
+                    event = _broken_mid_body(node, committed)
+            except (TimeoutError, OSError, httptools.HttpParserError) as exc:
+                event = _broken_mid_body(node, committed, exc)
+            if event is END:
+                if reframe:
+                    buffered.append(_LAST_CHUNK)
+                client.write(b"".join(buffered))
+                self._release(node, conn, response)
+                await self._drain_client()
+                return keep_client
+            assert isinstance(event, bytes)
+            buffered.append(chunk(event) if reframe else event)
+            size += len(event)
             # Hold the first RELAY_BUFFER bytes (nginx's proxy_buffers do the same): a node
             # that dies between its head and its body has then sent nothing to the client,
             # and the request can still go to another node.
-            if size >= RELAY_BUFFER or (committed and size):
+            if (size >= RELAY_BUFFER or committed) and not conn.pending():
                 client.write(b"".join(buffered))
-                buffered.clear()
+                buffered = []
                 size = 0
                 committed = True
                 await self._drain_client()
-            try:
-                async with asyncio.timeout(self.config.read_timeout):
-                    data = await read(READ_SIZE)
-                if not data:
-                    if response.content_length is not None or response.chunked:
-                        raise ConnectionResetError("node closed mid-body")
-                    queue.append(END)  # a close-delimited body ends with the connection
-                    continue
-                events.feed(data)
-            except (TimeoutError, OSError, httptools.HttpParserError) as exc:
-                conn.close()
-                if not committed:
-                    kind = "timeout" if isinstance(exc, TimeoutError) else "broken"
-                    raise _NodeError(kind, got_bytes=True) from None
-                # Part of the response is already with the client: all we can do is cut
-                # the connection so it sees a truncated message rather than a wrong one.
-                node.record_failure(time.monotonic())
-                log.warning("node %s failed mid-response: %r", node.name, exc)
-                raise _ClientGone from None
 
-    def _release(self, node: Node, conn: UpstreamConnection, response: Head) -> None:
-        if response.keep_alive:
+    def _release(self, node: Node, conn: Channel, response: Head) -> None:
+        if response.keep_alive and not conn.pending():
             node.pool.release(conn)
         else:
             conn.close()
 
     async def _drain_client(self) -> None:
         try:
-            await self.writer.drain()
+            await self.client.drain()
         except ConnectionError:
             raise _ClientGone from None
+
+
+def _broken_mid_body(node: Node, committed: bool, exc: BaseException | None = None) -> End:
+    """A node failed while sending its body: retry if the client has nothing yet, else cut."""
+    if not committed:
+        kind = "timeout" if isinstance(exc, TimeoutError) else "broken"
+        raise _NodeError(kind, got_bytes=True)
+    # Part of the response is already with the client: all we can do is cut the
+    # connection so it sees a truncated message rather than a wrong one.
+    node.record_failure(time.monotonic())
+    log.warning("node %s failed mid-response: %r", node.name, exc)
+    raise _ClientGone
 
 
 def _any_available(balancer: Balancer) -> bool:

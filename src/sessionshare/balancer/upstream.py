@@ -11,29 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass
 
+from sessionshare.balancer.channel import Channel
 from sessionshare.balancer.config import BalancerConfig, NodeSpec
 from sessionshare.balancer.health import ActiveHealth, PassiveHealth
 
-__all__ = ["Latency", "Node", "NodePool", "UpstreamConnection"]
+__all__ = ["Latency", "Node", "NodePool"]
 
-
-@dataclass(slots=True)
-class UpstreamConnection:
-    """One TCP connection to a node; ``idle_since`` is set while it sits in the pool."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float = 0.0
-    reused: bool = False
-
-    def is_closing(self) -> bool:
-        # A node that closed an idle connection (or died) has fed EOF to the reader.
-        return self.writer.is_closing() or self.reader.at_eof()
-
-    def close(self) -> None:
-        self.writer.close()
+#: A node's response head may carry big cookies; past this it is a broken node.
+RESPONSE_HEAD_LIMIT = 128 * 1024
 
 
 class NodePool:
@@ -43,10 +29,10 @@ class NodePool:
         self.spec = spec
         self.size = size
         self.idle_timeout = idle_timeout
-        self._idle: deque[UpstreamConnection] = deque()
+        self._idle: deque[Channel] = deque()
         self.opened = 0  # connections ever opened; tests read it to prove reuse
 
-    async def acquire(self, timeout: float) -> UpstreamConnection:
+    async def acquire(self, timeout: float) -> Channel:
         """An idle live connection, or a new one (``OSError`` / ``TimeoutError`` if refused)."""
         now = time.monotonic()
         while self._idle:
@@ -55,13 +41,20 @@ class NodePool:
                 conn.close()
                 continue
             conn.reused = True
+            conn.expect_response()
             return conn
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+            _, conn = await loop.create_connection(
+                self._new_channel, self.spec.host, self.spec.port
+            )
         self.opened += 1
-        return UpstreamConnection(reader, writer)
+        return conn
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def _new_channel(self) -> Channel:
+        return Channel(response=True, head_limit=RESPONSE_HEAD_LIMIT)
+
+    def release(self, conn: Channel) -> None:
         """Give back a connection whose response was read completely and may be kept."""
         if len(self._idle) >= self.size or conn.is_closing():
             conn.close()
