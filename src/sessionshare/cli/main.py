@@ -8,6 +8,8 @@ import click
 
 from sessionshare.cli.balancer_cmd import balancer_command, nginx_config_command
 from sessionshare.cli.node import node_command
+from sessionshare.cli.status import status_command
+from sessionshare.cli.up import up_command
 
 __all__ = ["cli", "main"]
 
@@ -30,6 +32,8 @@ def cli(log_level: str) -> None:
 cli.add_command(node_command)
 cli.add_command(balancer_command)
 cli.add_command(nginx_config_command)
+cli.add_command(up_command)
+cli.add_command(status_command)
 
 
 def main() -> None:
