@@ -52,12 +52,14 @@ from sessionshare.core.operations import (
 )
 from sessionshare.core.serializers import make_serializer
 from sessionshare.core.session import Session
+from sessionshare.core.sticky import GenerationTable, LocalCopy, SharedGenerations, StickyCache
 from sessionshare.errors import (
     LockTimeout,
     SerializationError,
     SessionShareError,
     SessionTooLarge,
     StoreError,
+    StoreUnavailable,
     WriteConflict,
 )
 
@@ -108,6 +110,11 @@ class RequestSession:
     #: the attribute bytes as loaded: the "before" snapshot for change detection.
     baseline: bytes | None = None
     loaded_max_inactive: float | None = None
+    #: sticky mode: the store blob still to back up after the response, and the
+    #: generation that marks it pending (``core/sticky.py``); or only a TTL refresh.
+    backup: bytes | None = None
+    backup_generation: int = 0
+    touch_backup: bool = False
     #: lock key while this request holds the session lock.
     lock_key: str | None = None
     #: the id the client holds is not the session's id any more (new, relocated, rerouted).
@@ -167,6 +174,7 @@ class SessionManager:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         backoff: ExponentialBackoff | None = None,
+        generations: GenerationTable | None = None,
     ) -> None:
         self.config = config
         self.nodes = nodes
@@ -189,6 +197,12 @@ class SessionManager:
         #: renew held locks this often (seconds).
         self.lock_renew_interval = self.lock_ttl / 3
         self._held_locks: dict[str, str | None] = {}  # lock key -> store node
+        #: sticky mode: this process's live sessions (MSM sticky=true), validated against
+        #: the generation table that all workers of this app node share.
+        self.sticky: StickyCache | None = None
+        if config.sticky:
+            table = generations or SharedGenerations.for_node(config.route, config.key_prefix)
+            self.sticky = StickyCache(table, capacity=config.max_sessions)
 
     def __repr__(self) -> str:
         return (
@@ -218,6 +232,12 @@ class SessionManager:
         if sid is None:
             return self._new(request, had_cookie=bool(request.cookie))
         key = self.session_key(sid.token)
+        generation = 0
+        if self.sticky is not None:
+            local = yield from self._open_local(request, sid, key)
+            if local is not None:
+                return local
+            generation = self.sticky.table.read(sid.token)  # before the load, not after
         get = Get(key=key, node=sid.node, touch=self.config.max_inactive)
         lock_key = None
         if self.locking.needs_lock(request.method, request.path):
@@ -234,7 +254,71 @@ class SessionManager:
                 yield from self._quarantine(sid, record)
             return self._new(request, had_cookie=True)
         state.lock_key = lock_key
+        if self.sticky is not None:
+            envelope = Envelope(
+                state.session.created_at,
+                state.loaded_max_inactive or self.config.max_inactive,
+                self.wallclock(),
+                state.baseline or b"",
+            )
+            self.sticky.put(
+                sid.token,
+                LocalCopy(
+                    envelope, state.version, state.session.sid.node, generation, self.wallclock()
+                ),
+            )
         return state
+
+    def _open_local(self, request: RequestInfo, sid: SessionId, key: str) -> Steps:
+        """Sticky mode: the live local copy if it is current, else ``None`` (load it).
+
+        A copy is current when the id's route is ours (no other app node served it since:
+        Tomcat's JvmRouteBinderValve case) and the shared generation still matches. While
+        another worker's backup of this session is pending, wait for it (bounded), so
+        the store read that follows sees that worker's change.
+        """
+        assert self.sticky is not None
+        deadline = self.clock() + 2 * self.config.operation_timeout + self.config.backup_timeout
+        attempt = 0
+        while True:
+            copy, generation = self.sticky.current(sid.token)
+            if sid.route not in (None, self.config.route):
+                return None
+            if copy is not None:
+                return self._from_copy(request, sid, key, copy)
+            if generation % 2 == 0:
+                return None
+            if self.clock() >= deadline:
+                raise StoreUnavailable(
+                    f"session {sid}: another worker's backup of it is still pending; retry"
+                )
+            yield Sleep(self.backoff.compute(attempt))
+            attempt += 1
+
+    def _from_copy(
+        self, request: RequestInfo, sid: SessionId, key: str, copy: LocalCopy
+    ) -> RequestSession:
+        envelope = copy.envelope
+        current = sid.with_node(copy.node or sid.node).with_route(self.config.route)
+        session = Session(
+            current,
+            decode_attributes(self._serializer, envelope.attributes),
+            created_at=envelope.created_at,
+            last_accessed_at=self.wallclock(),
+            max_inactive=envelope.max_inactive,
+            is_new=False,
+        )
+        self.stats.loaded += 1
+        return RequestSession(
+            request,
+            session,
+            key,
+            version=copy.version,
+            baseline=envelope.attributes,
+            loaded_max_inactive=envelope.max_inactive,
+            cookie_outdated=current != sid,
+            had_cookie=True,
+        )
 
     def _sid_from_cookie(self, header: str | None) -> SessionId | None:
         values = read_cookie_values(header, self.config.cookie_name)
@@ -371,12 +455,16 @@ class SessionManager:
         if state.ignored:
             return []
         session, request = state.session, state.request
+        if self.sticky is not None and (session.invalidated or session.previous_token):
+            self.sticky.drop(session.previous_token or session.sid.token)
         if session.invalidated:
             self.locking.observe(request.method, request.path, modified=True)
             yield from self._delete(state, state.key)
             return [self._cookie.expire(request.scheme)] if state.had_cookie else []
-        attributes = self._serializer.dumps(self._shared(session.to_dict()))
         regenerated = session.previous_token is not None
+        if self.sticky is not None and not regenerated:
+            return self._save_local(state)
+        attributes = self._serializer.dumps(self._shared(session.to_dict()))
         modified = (
             attributes != state.baseline
             or session.max_inactive != state.loaded_max_inactive
@@ -404,6 +492,86 @@ class SessionManager:
             [self._cookie.set(session.id, request.scheme)]
             if (state.cookie_outdated or session.is_new or regenerated)
             else []
+        )
+
+    def _save_local(self, state: RequestSession) -> list[str]:
+        """Sticky mode: keep the change locally; its backup is written by ``backup``."""
+        assert self.sticky is not None
+        session, request = state.session, state.request
+        token = session.sid.token
+        attributes = self._serializer.dumps(session.to_dict())
+        modified = attributes != state.baseline or session.max_inactive != state.loaded_max_inactive
+        if state.version is None and not session.to_dict():
+            modified = False  # a new session that stayed empty is not worth keeping
+        copy = self.sticky.get(token)
+        now = self.wallclock()
+        cookies = [self._cookie.set(session.id, request.scheme)] if state.cookie_outdated else []
+        if not modified:
+            if copy is not None and copy.dirty:  # the last backup failed: try again
+                state.backup = self._store_blob(session, now)
+                state.backup_generation = copy.generation
+            elif copy is not None and now - copy.refreshed_at > session.max_inactive / 4:
+                state.touch_backup = True  # keep the backup alive, rarely (MSM pings too)
+            return cookies
+        envelope = Envelope(session.created_at, session.max_inactive, now, attributes)
+        size = len(encode_envelope(envelope))
+        if size > self.config.max_session_bytes:
+            self.stats.too_large += 1
+            raise SessionTooLarge(size, self.config.max_session_bytes)
+        generation = self.sticky.table.begin(token)
+        refreshed = copy.refreshed_at if copy is not None else now
+        self.sticky.put(
+            token,
+            LocalCopy(envelope, state.version, session.sid.node, generation, refreshed, dirty=True),
+        )
+        state.backup, state.backup_generation = self._store_blob(session, now), generation
+        if session.is_new:
+            self.stats.created += 1
+            return [self._cookie.set(session.id, request.scheme)]
+        return cookies
+
+    def _store_blob(self, session: Session, now: float) -> bytes:
+        attributes = self._serializer.dumps(self._shared(session.to_dict()))
+        return encode_envelope(Envelope(session.created_at, session.max_inactive, now, attributes))
+
+    def backup(self, state: RequestSession) -> Steps:
+        """Sticky mode: write the backup of a changed session to the store.
+
+        Drivers run it after the response (``backup_async``) or before it, waiting at most
+        ``backup_timeout``. A failed backup is logged, the change stays local and marked
+        dirty, and the next request of the session tries again.
+        """
+        if self.sticky is None or state.key is None:
+            return
+        session = state.session
+        token, node = session.sid.token, session.sid.node
+        if state.touch_backup:
+            state.touch_backup = False
+            answer = yield Batch((Touch(key=state.key, ttl=session.max_inactive, node=node),))
+            copy = self.sticky.get(token)
+            if answer[0] is True and copy is not None:
+                copy.refreshed_at = self.wallclock()
+        if state.backup is None:
+            return
+        blob, state.backup = state.backup, None
+        try:
+            yield from self._write(state, self.session_key(token), blob)
+        except SessionShareError as exc:
+            log.warning(
+                "session %s: backup failed, kept locally (retried next time): %s", session.id, exc
+            )
+            return
+        generation = self.sticky.table.settle(token, state.backup_generation)
+        envelope = Envelope(
+            session.created_at,
+            session.max_inactive,
+            self.wallclock(),
+            self._serializer.dumps(session.to_dict()),  # merged, if the write had to merge
+        )
+        current = generation if generation == state.backup_generation + 1 else -1
+        self.sticky.put(
+            token,
+            LocalCopy(envelope, state.version, session.sid.node, current, self.wallclock()),
         )
 
     def _shared(self, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -437,6 +605,7 @@ class SessionManager:
             stored = yield from self._with_unlock(state, write)
             if stored is not None:
                 self.stats.writes += 1
+                state.version = stored.version
                 if stored.node is not None and stored.node != node:
                     self.stats.relocations += 1
                     session._relocate(session.sid.with_node(stored.node))

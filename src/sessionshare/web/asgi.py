@@ -57,6 +57,8 @@ class SessionMiddleware:
         self.config, self.store, self.manager = wire(config, store, options, create_async_store)
         # (event loop, task) of the lock renewer: one per loop, started on first use.
         self._renewer: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
+        #: sticky backups that outlived ``backup_timeout``, kept referenced until done.
+        self._background: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +77,7 @@ class SessionMiddleware:
             self._ensure_renewer()
         scope["session"] = state.session
         failed = False
+        backup: asyncio.Future[None] | None = None
 
         async def send_with_session(message: Message) -> None:
             nonlocal failed
@@ -90,11 +93,19 @@ class SessionMiddleware:
                 if cookies:
                     extra = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                if not self.config.backup_async and state.backup is not None:
+                    nonlocal backup  # sticky: back up first, waiting at most backup_timeout
+                    backup = asyncio.ensure_future(run_async(manager.backup(state), store))
+                    self._background.add(backup)
+                    backup.add_done_callback(self._background.discard)
+                    await asyncio.wait({backup}, timeout=self.config.backup_timeout)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_session)
         finally:
+            if backup is None:  # sticky, backup_async: the response is out, back up now
+                await run_async(manager.backup(state), store)
             await run_async(manager.release(state), store)
 
     def _ensure_renewer(self) -> None:

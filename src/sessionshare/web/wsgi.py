@@ -97,6 +97,7 @@ class _Response:
         self._cookies: list[str] | None = None
         self._error: ErrorResponse | None = None
         self._body: Iterable[bytes] = ()
+        self._backed_up = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -107,6 +108,9 @@ class _Response:
                 self._cookies = run_sync(manager.save(self._state), store)
             except SessionShareError as exc:
                 self._error = manager.error_response(exc)
+            else:
+                if not manager.config.backup_async:  # sticky: back up before responding
+                    self.backup(wait=manager.config.backup_timeout)
         if self._error is not None:
             return self._start_response(
                 _status_line(self._error.status), self._error.headers, exc_info
@@ -127,13 +131,31 @@ class _Response:
         if self._error is not None and self._cookies is None:
             yield self._error.body
 
+    def backup(self, wait: float | None = None) -> None:
+        """Sticky mode: store the session's backup; after ``wait`` seconds it goes on in
+        the background (``backup_timeout``). Non-sticky requests have nothing to do."""
+        state = self._state
+        if self._backed_up or (state.backup is None and not state.touch_backup):
+            return
+        self._backed_up = True
+        steps, store = self._middleware.manager.backup(state), self._middleware.store
+        if wait is None:
+            run_sync(steps, store)
+            return
+        thread = threading.Thread(target=run_sync, args=(steps, store), daemon=True)
+        thread.start()
+        thread.join(wait)
+
     def close(self) -> None:
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
                 close()
         finally:
-            run_sync(self._middleware.manager.release(self._state), self._middleware.store)
+            try:
+                self.backup()  # the response is out: sticky backups go now (backup_async)
+            finally:
+                run_sync(self._middleware.manager.release(self._state), self._middleware.store)
 
 
 class _ClosingBody:
