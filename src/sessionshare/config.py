@@ -92,9 +92,9 @@ def _compile(pattern: str, name: str) -> re.Pattern[str]:
 
 
 # Options whose values need converting from strings (env vars, CLI) to their type.
-_DURATIONS = {"lock_timeout", "backup_timeout", "operation_timeout", "max_inactive"}
+_DURATIONS = {"lock_timeout", "backup_timeout", "operation_timeout", "max_inactive", "join_timeout"}
 _SIZES = {"max_session_bytes"}
-_BOOLS = {"sticky", "backup_async", "cookie_httponly"}
+_BOOLS = {"sticky", "backup_async", "cookie_httponly", "replication_async"}
 _INTS = {"max_sessions"}
 
 
@@ -121,6 +121,14 @@ class SessionConfig:
     #: process-local stores (memory, replicated) keep at most this many sessions (LRU).
     max_sessions: int = 100_000
     route: str | None = None
+    #: replicated/backup: every member, ``"node1=127.0.0.1:4001 node2=127.0.0.1:4002"``
+    #: (a TOML list is accepted too); ``member_name`` says which one this is (default: route).
+    members: str | None = None
+    member_name: str | None = None
+    #: replicated/backup: answer before the other members acknowledged a write (risk: docs).
+    replication_async: bool = False
+    #: replicated/backup: longest wait for the state transfer at start (Tomcat: 60 s).
+    join_timeout: float = 10.0
     cookie_name: str = "SESSIONID"
     cookie_path: str = "/"
     cookie_domain: str | None = None
@@ -166,6 +174,8 @@ class SessionConfig:
     def _convert(name: str, value: Any) -> Any:
         if value is None:
             return None
+        if name == "members" and isinstance(value, list | tuple):
+            return " ".join(str(item) for item in value)
         if name in _DURATIONS:
             return parse_duration(value, name)
         if name in _SIZES:

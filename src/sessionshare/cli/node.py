@@ -38,6 +38,20 @@ __all__ = ["node_command"]
 @click.option("--sticky/--non-sticky", default=None)
 @click.option("--locking", default=None, help="none, all, auto or uri:<regex>.")
 @click.option(
+    "--members",
+    default=None,
+    help="replicated/backup: every member, e.g. 'node1=127.0.0.1:4001 node2=127.0.0.1:4002'.",
+)
+@click.option(
+    "--member-name", default=None, help="replicated/backup: this member (default: --name)."
+)
+@click.option(
+    "--secret",
+    default=None,
+    envvar="SESSIONSHARE_SECRET",
+    help="Shared signing key (replication frames, pickle); prefer the env var.",
+)
+@click.option(
     "--option",
     "-o",
     "extra",
@@ -55,6 +69,9 @@ def node_command(
     nodes: str | None,
     sticky: bool | None,
     locking: str | None,
+    members: str | None,
+    member_name: str | None,
+    secret: str | None,
     extra: tuple[str, ...],
 ) -> None:
     """Run a demo app node (SPEC §6 endpoints) on HOST:PORT."""
@@ -64,6 +81,9 @@ def node_command(
         "sticky": sticky,
         "locking": locking,
         "route": name,
+        "members": members,
+        "member_name": member_name,
+        "secret": secret,
     }
     for item in extra:
         key, sep, value = item.partition("=")

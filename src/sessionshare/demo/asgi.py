@@ -16,6 +16,7 @@ from sessionshare.demo.views import (
     node_status,
     render_page,
     session_payload,
+    store_ready,
 )
 from sessionshare.web.asgi import SessionMiddleware
 
@@ -46,6 +47,8 @@ def create_app(node: NodeInfo, config: SessionConfig) -> SessionMiddleware:
         return JSONResponse({"logged_out": True})
 
     async def healthz(request: Request) -> Response:
+        if not store_ready(middleware.store):
+            return PlainTextResponse("receiving sessions from the cluster", status_code=503)
         return PlainTextResponse("ok")
 
     async def status(request: Request) -> Response:

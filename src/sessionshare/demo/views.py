@@ -11,7 +11,14 @@ from typing import Any
 from sessionshare.core.manager import SessionManager
 from sessionshare.core.session import Session
 
-__all__ = ["NodeInfo", "merge_into_session", "node_status", "render_page", "session_payload"]
+__all__ = [
+    "NodeInfo",
+    "merge_into_session",
+    "node_status",
+    "render_page",
+    "session_payload",
+    "store_ready",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,13 @@ def merge_into_session(session: Session, payload: Any) -> dict[str, Any] | None:
         return None
     session.update(payload)
     return {"session_id": session.id, "keys": sorted(session.keys())}
+
+
+def store_ready(store: Any) -> bool:
+    """``GET /healthz``: a peer store (replicated, backup) is ready once it received the
+    cluster's sessions; a node must not take traffic before (the balancer probes this)."""
+    ready = getattr(store, "ready", None)
+    return True if ready is None else bool(ready())
 
 
 def node_status(

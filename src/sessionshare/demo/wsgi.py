@@ -13,6 +13,7 @@ from sessionshare.demo.views import (
     node_status,
     render_page,
     session_payload,
+    store_ready,
 )
 from sessionshare.web.wsgi import SessionMiddleware, get_session
 
@@ -47,6 +48,8 @@ def create_app(node: NodeInfo, config: SessionConfig) -> SessionMiddleware:
 
     @app.get("/healthz")
     def healthz() -> Response:
+        if not store_ready(middleware.store):
+            return Response("receiving sessions from the cluster", 503, mimetype="text/plain")
         return Response("ok", mimetype="text/plain")
 
     @app.get("/_node/status")

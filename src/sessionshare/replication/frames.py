@@ -1,0 +1,160 @@
+"""Replication frames: length-prefixed, versioned, HMAC-signed, with no I/O.
+
+Tomcat's cluster trusts its network: any host that can reach the receiver port can
+inject sessions. Members here sign every frame with a key derived from the shared
+``secret``, and a receiver checks, in this order, before it decodes anything::
+
+    header (16 bytes): b"SR" | version u8 | kind u8 | body length u32 | counter u64
+    body:              msgpack
+    tag (32 bytes):    HMAC-SHA256(key, receiver nonce | header | body)
+
+- The **length** is checked against ``max_body`` before any byte of the body is
+  buffered, so a forged length cannot make a member allocate gigabytes.
+- Each side opens a connection with a ``HELLO`` that carries a fresh random
+  nonce; every later frame the *other* side sends is signed over that nonce, so a
+  frame recorded on one connection fails the signature on any other (replay).
+- The **counter** must go up by exactly one per frame on a connection: a frame
+  replayed or reordered inside one connection is refused too.
+
+Any failed check raises a ``FrameError`` naming the reason; the transport logs it,
+closes that one connection, and the member keeps serving.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+__all__ = [
+    "HEADER",
+    "MAX_BODY",
+    "PROTOCOL_VERSION",
+    "TAG_SIZE",
+    "Frame",
+    "FrameDecoder",
+    "FrameError",
+    "Kind",
+    "derive_key",
+    "encode_frame",
+]
+
+MAGIC = b"SR"
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct("!2sBBIQ")
+TAG_SIZE = 32
+#: a body larger than this is refused from its header alone: room for a session at
+#: ``max_session_bytes`` (1 MiB by default) plus a state-transfer chunk around it.
+MAX_BODY = 8 * 1024 * 1024
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1  # [member name, nonce, incarnation]; signed with an empty receiver nonce
+    REQUEST = 2  # [request id, method, args]; answered by one REPLY
+    REPLY = 3  # [request id, ok, result]
+    NOTIFY = 4  # [method, args]; no answer (heartbeats, asynchronous pushes)
+
+
+class FrameError(Exception):
+    """A frame failed a check; ``reason`` is what the log says."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: Kind
+    counter: int
+    body: Any
+
+
+def derive_key(secret: str) -> bytes:
+    """The frame key: the shared ``secret`` bound to this one purpose.
+
+    The same ``secret`` also signs pickled sessions; deriving a separate key means
+    a signature made for one use can never be accepted for the other.
+    """
+    return hmac.digest(secret.encode(), b"sessionshare replication frames v1", hashlib.sha256)
+
+
+def encode_frame(key: bytes, receiver_nonce: bytes, kind: Kind, counter: int, body: Any) -> bytes:
+    """The bytes of one signed frame."""
+    payload = msgpack.packb(body, use_bin_type=True)
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(payload), counter)
+    tag = hmac.digest(key, receiver_nonce + header + payload, hashlib.sha256)
+    return b"".join((header, payload, tag))
+
+
+class FrameDecoder:
+    """Bytes in, verified frames out (``feed`` then ``next_frame`` until ``None``).
+
+    ``nonce`` is this side's own HELLO nonce: every frame after the peer's HELLO must
+    be signed over it. Counters are checked here too, so a caller only ever sees
+    frames that are authentic, fresh and in order.
+    """
+
+    def __init__(self, key: bytes, nonce: bytes, *, max_body: int = MAX_BODY) -> None:
+        self._key = key
+        self._nonce = nonce
+        self._max_body = max_body
+        self._buffer = bytearray()
+        self._expected = 0  # the peer's HELLO is frame 0
+        self.failed: FrameError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, ``None`` if more bytes are needed; ``FrameError``."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return self._next()
+        except FrameError as exc:
+            self.failed = exc  # a connection that sent one bad frame is not trusted again
+            self._buffer.clear()
+            raise
+
+    def _next(self) -> Frame | None:
+        buffer = self._buffer
+        if len(buffer) < HEADER.size:
+            return None
+        magic, version, kind, length, counter = HEADER.unpack_from(buffer)
+        if magic != MAGIC:
+            raise FrameError("not a sessionshare replication frame (bad magic)")
+        if version != PROTOCOL_VERSION:
+            raise FrameError(f"unknown protocol version {version}")
+        if length > self._max_body:
+            raise FrameError(f"frame length {length} over the {self._max_body}-byte limit")
+        try:
+            frame_kind = Kind(kind)
+        except ValueError:
+            raise FrameError(f"unknown frame kind {kind}") from None
+        end = HEADER.size + length + TAG_SIZE
+        if len(buffer) < end:
+            return None
+        header = bytes(buffer[: HEADER.size])
+        payload = bytes(buffer[HEADER.size : HEADER.size + length])
+        tag = bytes(buffer[HEADER.size + length : end])
+        receiver_nonce = b"" if frame_kind is Kind.HELLO else self._nonce
+        expected_tag = hmac.digest(self._key, receiver_nonce + header + payload, hashlib.sha256)
+        if not hmac.compare_digest(tag, expected_tag):
+            raise FrameError("bad signature (wrong secret, tampered or replayed frame)")
+        if (frame_kind is Kind.HELLO) != (self._expected == 0):
+            raise FrameError("HELLO must be the first frame of a connection, and only the first")
+        if counter != self._expected:
+            raise FrameError(f"frame counter {counter}, expected {self._expected} (replay)")
+        del buffer[:end]
+        self._expected += 1
+        try:
+            body = msgpack.unpackb(payload, raw=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise FrameError(f"undecodable body: {exc}") from None
+        return Frame(frame_kind, counter, body)

@@ -1,0 +1,884 @@
+"""One member of a replication cluster: ownership, replication, state transfer.
+
+This is the engine behind both peer stores. The two differ only in how many copies
+a session has (``copies``): every ready member (``replicated``, Tomcat
+DeltaManager) or two, a primary and a backup (``backup``, Tomcat BackupManager).
+
+**Ownership.** Each key has an *owner*: the first live, ready member in the
+rendezvous ranking of its token (``placement.py``). The owner answers every
+change to the key: it checks the version of a conditional write, it is where a
+lock ``add`` is atomic, and it pushes each change to the key's other holders. A
+member that is not the owner sends the whole batch of operations to the owner in
+one request and gets the answer *and* the changed entries back, so its own copy
+is current before its response leaves; reads of keys this member holds are served
+from its own table with no round trip at all.
+
+**Acknowledged writes.** With ``sync_acks`` (the default) the owner answers a
+write only after every other holder acknowledged it, so a ``kill -9`` of any
+member right after a response loses nothing. A holder that does not acknowledge
+within ``operation_timeout`` is dropped (it re-syncs before it serves again).
+Lock ``add``/``touch`` and TTL refreshes are pushed without waiting: losing one
+costs at most a lock that expires by itself or an expiry a little early.
+
+**State transfer.** A member starts ``SYNCING``: it tells every reachable member
+(which from then on sends it every change), pulls their entries, merges them by
+version, and only then turns ``READY`` (and ``/healthz`` with it). Tomcat's
+DeltaManager waits ``stateTransferTimeout`` (60 s) and then silently starts empty;
+here the wait is ``join_timeout`` and running out of it is logged with the names
+of the members that did not answer. A member whose event loop stalled (``kill
+-STOP``) or that learns from gossip that it was dropped re-syncs the same way,
+and serves nothing from its own table meanwhile: no stale reads after a pause.
+
+Everything runs on one asyncio loop (the ASGI server's, or a background thread's
+for WSGI servers); the table is thread-safe so WSGI threads read it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from typing import Any
+
+from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
+from sessionshare.errors import StoreError, StoreTimeout, StoreUnavailable
+from sessionshare.replication.frames import derive_key
+from sessionshare.replication.membership import (
+    DROP_AFTER,
+    HEARTBEAT_INTERVAL,
+    MemberAddress,
+    Membership,
+    Status,
+    own_slots,
+)
+from sessionshare.replication.placement import rank, token_of
+from sessionshare.replication.table import Entry, Table, TableFull
+from sessionshare.replication.transport import Link, RemoteError, connect
+
+__all__ = ["REMOTE", "ReplicationNode", "as_version"]
+
+log = logging.getLogger("sessionshare.replication")
+
+Op = Get | Write | Add | Delete | Touch
+
+#: ``read_local``'s answer when the key must be read from its owner instead.
+REMOTE: Any = object()
+
+#: Tomcat TcpFailureDetector's ``connectTimeout`` is 1 s; a member on loopback that
+#: cannot finish a TCP connect and HELLO in half that is not answering.
+CONNECT_TIMEOUT = 0.5
+#: the ping a suspect member must answer before it is dropped (TcpFailureDetector's
+#: send/read test); longer than a heartbeat interval, shorter than the drop time.
+PROBE_TIMEOUT = 1.0
+#: a state-transfer chunk: bounded so a member never buffers a whole table.
+CHUNK_BYTES = 256 * 1024
+#: attempts of one operation across owner changes (dead owner -> next owner).
+ATTEMPTS = 4
+#: binding the replication port is retried this often (about 4.5 s in all): a port in
+#: the ephemeral range can be held for a moment by some outgoing connection.
+BIND_ATTEMPTS = 10
+#: a table sweep every this many heartbeats (2 s).
+SWEEP_EVERY = 4
+
+
+def _encode_op(op: Op) -> list[Any]:
+    if isinstance(op, Get):
+        return ["g", op.key, op.touch]
+    if isinstance(op, Write):
+        version = None if op.version is None else list(op.version)  # type: ignore[call-overload]
+        return ["w", op.key, op.value, op.ttl, version]
+    if isinstance(op, Add):
+        return ["a", op.key, op.value, op.ttl]
+    if isinstance(op, Delete):
+        return ["d", op.key]
+    return ["t", op.key, op.ttl]
+
+
+def _decode_op(wire: Sequence[Any]) -> Op:
+    code, key = wire[0], str(wire[1])
+    if code == "g":
+        return Get(key=key, touch=None if wire[2] is None else float(wire[2]))
+    if code == "w":
+        version = None if wire[4] is None else (int(wire[4][0]), int(wire[4][1]))
+        return Write(key=key, value=bytes(wire[2]), ttl=float(wire[3]), version=version)
+    if code == "a":
+        return Add(key=key, value=bytes(wire[2]), ttl=float(wire[3]))
+    if code == "d":
+        return Delete(key=key)
+    if code == "t":
+        return Touch(key=key, ttl=float(wire[2]))
+    raise ValueError(f"unknown operation {code!r}")
+
+
+def _encode_result(result: Any) -> Any:
+    if isinstance(result, Record):
+        return ["r", result.value, *result.version]  # type: ignore[misc]
+    if isinstance(result, Stored):
+        return ["s", *result.version]  # type: ignore[misc]
+    if isinstance(result, StoreError):
+        return ["e", str(result)]
+    return result
+
+
+def _decode_result(wire: Any) -> Any:
+    if isinstance(wire, list):
+        if wire[0] == "r":
+            return Record(bytes(wire[1]), (int(wire[2]), int(wire[3])))
+        if wire[0] == "s":
+            return Stored((int(wire[1]), int(wire[2])))
+        return StoreUnavailable(str(wire[1]))
+    return wire
+
+
+class ReplicationNode:
+    """This process's member: its table, its view of the others, its links to them."""
+
+    def __init__(
+        self,
+        *,
+        members: Sequence[MemberAddress],
+        member_name: str,
+        secret: str,
+        copies: int | None,
+        max_sessions: int = 100_000,
+        sync_acks: bool = True,
+        operation_timeout: float = 1.0,
+        join_timeout: float = 10.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        drop_after: float = DROP_AFTER,
+        kind: str = "replicated",
+    ) -> None:
+        self.members = list(members)
+        self.slots = own_slots(self.members, member_name)
+        self.address = self.slots[0]
+        self.name = self.address.name
+        self.kind = kind
+        self.key = derive_key(secret)
+        self.copies = copies
+        self.sync_acks = sync_acks
+        self.operation_timeout = operation_timeout
+        #: a remote owner may itself wait ``operation_timeout`` for a holder's ack (and
+        #: then drop it and answer): never give up on it before that.
+        self.exec_timeout = 2 * operation_timeout + CONNECT_TIMEOUT
+        self.join_timeout = join_timeout
+        self.heartbeat_interval = heartbeat_interval
+        #: a loop that was away this long may have been dropped: re-sync.
+        self.stall_limit = heartbeat_interval + min(operation_timeout, drop_after) / 2
+        self.incarnation = secrets.randbits(62)
+        self.epoch = 0
+        self.status = Status.SYNCING
+        self.table = Table(max_entries=max_sessions)
+        self.view = Membership((), drop_after=drop_after)
+        #: set once the first state transfer finished: what ``/healthz`` reports.
+        self.synced = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.last_tick = time.monotonic()
+        self.counters: dict[str, int] = defaultdict(int)
+        self._started: asyncio.Future[None] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._out: dict[str, Link] = {}
+        self._connecting: dict[str, asyncio.Future[Link]] = {}
+        self._inbound: set[Link] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._probing: set[str] = set()
+        self._ready_peers: list[str] | None = None
+        self._receivers_all: list[str] | None = None
+        self._placed_for: list[str] | None = None
+        self._sync_task: asyncio.Future[None] | None = None
+        self._resync_again = False
+        self._realign_task: asyncio.Future[None] | None = None
+        self._realign_again = False
+        self._loop_thread: int | None = None
+        self._full_logged_at = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<ReplicationNode {self.name} {self.kind} {self.status.name} epoch={self.epoch} "
+            f"entries={len(self.table)} {self.view!r}>"
+        )
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the first free slot, then heartbeat and sync in the background."""
+        loop = asyncio.get_running_loop()
+        self.loop, self._loop_thread = loop, threading.get_ident()
+        self._started = loop.create_future()
+        errors: list[str] = []
+        for attempt in range(BIND_ATTEMPTS):
+            slot = await self._bind(loop, errors)
+            if slot is not None:
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))
+        else:
+            error = StoreUnavailable(
+                f"member {self.name}: could not bind its replication port ("
+                + "; ".join(errors[-len(self.slots) :])
+                + ")"
+            )
+            log.error("%s; this node will answer 503 until restarted", error)
+            self._started.set_exception(error)
+            self._started.exception()
+            raise error
+        self.address, self.name = slot, slot.name
+        self.view = Membership(
+            (m for m in self.members if m.name != self.name), drop_after=self.view.drop_after
+        )
+        self.last_tick = time.monotonic()
+        self._started.set_result(None)
+        log.info("member %s listening on %s:%d", self.name, self.address.host, self.address.port)
+        self._spawn(self._tick_forever())
+        self._request_sync("start")
+
+    async def _bind(
+        self, loop: asyncio.AbstractEventLoop, errors: list[str]
+    ) -> MemberAddress | None:
+        """Listen on the first free slot of this member; ``None`` if all are taken."""
+        for slot in self.slots:
+            try:
+                self._server = await loop.create_server(self._accept, slot.host, slot.port)
+            except OSError as exc:
+                errors.append(f"{slot}: {exc.strerror or exc}")
+                continue
+            return slot
+        return None
+
+    async def wait_started(self) -> None:
+        while self._started is None:  # start() is scheduled but has not run yet
+            await asyncio.sleep(0.001)
+        await asyncio.shield(self._started)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for link in [*self._out.values(), *self._inbound]:
+            link.close()
+        self._out.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("replication task failed", exc_info=task.exception())
+
+    def call_soon(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` on the member's loop, from any thread."""
+        assert self.loop is not None
+        if threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:
+            self.loop.call_soon_threadsafe(function, *args)
+
+    # -- who holds what ------------------------------------------------------------------
+
+    @property
+    def fresh(self) -> bool:
+        """Ready, and the loop has not been away long enough to have been dropped."""
+        return self.status is Status.READY and time.monotonic() - self.last_tick <= self.stall_limit
+
+    def ready_members(self) -> list[str]:
+        if self._ready_peers is None:
+            self._ready_peers = self.view.with_status(Status.READY)
+        names = [*self._ready_peers, self.name] if self.fresh else list(self._ready_peers)
+        return names or [self.name]
+
+    def holders(self, token: str, ready: Sequence[str]) -> list[str]:
+        ranked = rank(token, ready)
+        return ranked if self.copies is None else ranked[: self.copies]
+
+    def owner(self, key: str) -> str:
+        return self.holders(token_of(key), self.ready_members())[0]
+
+    def holds(self, key: str) -> bool:
+        """Whether this member may answer a read of ``key`` from its own table."""
+        if not self.fresh:
+            return False
+        if self.copies is None:
+            return True
+        return self.name in self.holders(token_of(key), self.ready_members())
+
+    def _receivers(self, key: str) -> list[str]:
+        """Who gets this owner's changes to ``key``: the other holders, and members
+        still syncing that will hold it once ready."""
+        if self.copies is None:
+            if self._receivers_all is None:
+                self._receivers_all = self.view.with_status(Status.READY, Status.SYNCING)
+            return list(self._receivers_all)
+        token = token_of(key)
+        ready = self.ready_members()
+        if self.name not in ready:
+            ready = [*ready, self.name]
+        targets = [m for m in self.holders(token, ready) if m != self.name]
+        for name in self.view.with_status(Status.SYNCING):
+            if name in self.holders(token, [*ready, name]):
+                targets.append(name)
+        return targets
+
+    def _view_changed(self) -> None:
+        self._ready_peers = None
+        self._receivers_all = None
+        if self.status is Status.READY:
+            if self._realign_task is None or self._realign_task.done():
+                self._realign_task = self._spawn(self._realign_until_settled())
+            else:
+                self._realign_again = True
+
+    # -- the store's entry points -------------------------------------------------------------
+
+    def read_local(self, key: str, touch: float | None) -> Any:
+        """A read from this member's own table, or ``REMOTE`` if only the owner may answer."""
+        if self._started is None or not self._started.done() or not self.holds(key):
+            return REMOTE
+        entry = self.table.get(key, touch)
+        if entry is None or entry.value is None:
+            return None
+        if touch is not None and entry.expires_at - entry.shared_until > max(1.0, touch / 100):
+            # The user is active here: tell the other holders before their copy expires.
+            entry.shared_until = entry.expires_at
+            self.call_soon(self._spread_touch, key, touch)
+        return Record(entry.value, entry.version)
+
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        """Run ``ops`` (keys of one session) at their owner; answers in order.
+
+        An operation that failed on its own answers with its ``StoreError``; a
+        batch that could not run at all raises it.
+        """
+        await self.wait_started()
+        tokens = {token_of(op.key) for op in ops}
+        if len(tokens) > 1:
+            return [(await self.execute([op]))[0] for op in ops]
+        key = ops[0].key
+        for _ in range(ATTEMPTS):
+            owner = self.owner(key)
+            if owner == self.name:
+                results, _ = await self._execute_here(ops, requester=None)
+                return results
+            try:
+                link = await self._link(owner)
+                wire = [_encode_op(op) for op in ops]
+                reply = await link.request("exec", [wire], self.exec_timeout)
+            except TimeoutError:
+                self._suspect(owner)
+                raise StoreTimeout(
+                    f"member {owner} did not answer within operation_timeout="
+                    f"{self.operation_timeout}s"
+                ) from None
+            except ConnectionRefusedError:
+                self._drop(owner, "refuses connections (process gone)")
+                continue
+            except OSError:  # the link broke: the next attempt reconnects or finds it dead
+                continue
+            except RemoteError as exc:
+                raise StoreUnavailable(f"member {owner}: {exc}") from None
+            if reply[0] == "busy":  # it is not ready (re-syncing): learn that, ask the next
+                self._announced(owner, Status(int(reply[1])), int(reply[2]), int(reply[3]))
+                await asyncio.sleep(self.heartbeat_interval / 10)
+                continue
+            results, entries = reply
+            self._merge(entries)
+            return [_decode_result(result) for result in results]
+        raise StoreUnavailable(f"no member could take the operation on {key}")
+
+    # -- the owner's side ---------------------------------------------------------------------
+
+    def _apply(self, op: Op) -> tuple[Any, Entry | None, bool]:
+        """(answer, entry to push, whether the push must be acknowledged)."""
+        table = self.table
+        if isinstance(op, Get):
+            entry = table.get(op.key, op.touch)
+            if entry is None or entry.value is None:
+                return None, None, False
+            refresh = None
+            if op.touch is not None and entry.expires_at - entry.shared_until > max(
+                1.0, op.touch / 100
+            ):
+                entry.shared_until = entry.expires_at
+                refresh = entry
+            return Record(entry.value, entry.version), refresh, False
+        if isinstance(op, Write):
+            try:
+                entry = table.write(op.key, op.value, op.ttl, as_version(op.version))
+            except TableFull as exc:
+                return self._full(exc), None, False
+            return (None if entry is None else Stored(entry.version)), entry, True
+        if isinstance(op, Add):
+            entry = table.add(op.key, op.value, op.ttl)
+            return entry is not None, entry, False
+        if isinstance(op, Delete):
+            return None, table.delete(op.key), True
+        entry = table.touch(op.key, op.ttl)
+        return entry is not None, entry, False
+
+    def _full(self, exc: TableFull) -> StoreUnavailable:
+        self.counters["rejected_full"] += 1
+        now = time.monotonic()
+        if now - self._full_logged_at > 10:
+            self._full_logged_at = now
+            log.warning(
+                "member %s: %s; new sessions are refused with 503 until some expire "
+                "(raise max_sessions%s)",
+                self.name,
+                exc,
+                " or add members" if self.copies is not None else "",
+            )
+        return StoreUnavailable(f"member {self.name} is full: {exc}")
+
+    def _wire(self, key: str, entry: Entry | None, *, force: bool = False) -> list[Any]:
+        """An entry as it travels; ``force``: the owner's copy, to replace any other."""
+        if entry is None:  # forced only: the owner has no such key
+            return [key, None, 0, 0, 0.0, True]
+        wire = [key, entry.value, entry.seq, entry.nonce, self.table.remaining(entry)]
+        return [*wire, True] if force else wire
+
+    async def _execute_here(
+        self, ops: Sequence[Op], requester: str | None
+    ) -> tuple[list[Any], list[list[Any]]]:
+        """Apply ``ops`` as their owner and push the changes; (answers, entries for requester)."""
+        results: list[Any] = []
+        pushes: dict[str, list[list[Any]]] = defaultdict(list)
+        for_requester: list[list[Any]] = []
+        acked = False
+        for op in ops:
+            result, entry, needs_ack = self._apply(op)
+            results.append(result)
+            if result is None and isinstance(op, Write) and requester is not None:
+                # A conflict: the requester read a copy the owner does not have (a change
+                # its previous owner pushed to some holders only, before it was killed, so
+                # no client saw it succeed). The owner's copy is the truth: send it along.
+                for_requester.append(self._wire(op.key, self.table.current(op.key), force=True))
+            if entry is None:
+                continue
+            wire = self._wire(op.key, entry)
+            for target in self._receivers(op.key):
+                if target == requester:
+                    for_requester.append(wire)  # it merges them before it answers its client
+                else:
+                    pushes[target].append(wire)
+            acked |= needs_ack
+        if pushes:
+            await self._push(pushes, wait=acked and self.sync_acks)
+        return results, for_requester
+
+    async def _push(self, pushes: dict[str, list[list[Any]]], *, wait: bool) -> None:
+        self.counters["pushes"] += len(pushes)
+        if not wait:
+            for name, entries in pushes.items():
+                link = self._out.get(name)
+                if link is not None and not link.closed:
+                    link.notify("apply", [entries])
+                else:
+                    self._spawn(self._notify_later(name, entries))
+            return
+
+        async def send(name: str, entries: list[list[Any]]) -> None:
+            link = await self._link(name)
+            await link.request("apply", [entries], self.operation_timeout)
+
+        names = list(pushes)
+        outcomes = await asyncio.gather(
+            *(send(name, pushes[name]) for name in names), return_exceptions=True
+        )
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self.counters["ack_failures"] += 1
+                self._drop(name, f"did not acknowledge a write ({outcome!r})")
+
+    async def _notify_later(self, name: str, entries: list[list[Any]]) -> None:
+        with contextlib.suppress(OSError):  # unacknowledged by design: heartbeats check it
+            (await self._link(name)).notify("apply", [entries])
+
+    def _merge(self, entries: Sequence[Sequence[Any]]) -> int:
+        merged = 0
+        for key, value, seq, nonce, ttl, *force in entries:
+            data = None if value is None else bytes(value)
+            if self.table.merge(str(key), data, int(seq), int(nonce), ttl, force=bool(force)):
+                merged += 1
+        return merged
+
+    def _spread_touch(self, key: str, ttl: float) -> None:
+        owner = self.owner(key)
+        if owner == self.name:
+            entry = self.table.get(key)
+            if entry is not None:
+                pushes = {t: [self._wire(key, entry)] for t in self._receivers(key)}
+                self._spawn(self._push(pushes, wait=False))
+            return
+        link = self._out.get(owner)
+        if link is not None and not link.closed:
+            link.notify("touch", [key, ttl])
+
+    # -- frames from other members (transport.Hub) ----------------------------------------
+
+    def _accept(self) -> Link:
+        link = Link(self)
+        self._inbound.add(link)
+        return link
+
+    def is_member(self, name: str) -> bool:
+        return name in self.view.peers
+
+    def frame_dropped(self, link: Link, reason: str) -> None:
+        self.counters["frames_dropped"] += 1
+        log.warning(
+            "member %s: dropped a frame from %s (claimed member %s): %s; connection closed",
+            self.name,
+            link.peername,
+            link.peer or "unknown",
+            reason,
+        )
+
+    def link_up(self, link: Link) -> None:
+        assert link.peer is not None
+        self.view.heard_from(link.peer, time.monotonic())
+
+    def link_down(self, link: Link) -> None:
+        self._inbound.discard(link)
+        if link.peer is not None and self._out.get(link.peer) is link:
+            del self._out[link.peer]
+            peer = self.view.peers.get(link.peer)
+            if peer is not None and peer.status is not Status.DOWN and self.loop is not None:
+                self._spawn(self._check_gone(link.peer))
+
+    def on_request(self, link: Link, method: str, args: list[Any]) -> Any:
+        peer = link.peer
+        assert peer is not None
+        self.view.heard_from(peer, time.monotonic())
+        if method == "exec":
+            return self._serve_exec(peer, [_decode_op(op) for op in args[0]])
+        if method == "apply":
+            return self._merge(args[0])
+        if method == "status":
+            self._announced(peer, Status(int(args[0])), int(args[1]), int(args[2]))
+            return [int(self.status), self.incarnation, self.epoch]  # and ours, in return
+        if method == "snapshot":
+            return self._serve_snapshot(link)
+        if method == "ping":
+            return "pong"
+        raise ValueError(f"unknown method {method!r}")
+
+    def on_notify(self, link: Link, method: str, args: list[Any]) -> None:
+        peer = link.peer
+        assert peer is not None
+        self.view.heard_from(peer, time.monotonic())
+        if method == "apply":
+            self._merge(args[0])
+        elif method == "hb":
+            status, incarnation, epoch, drops = args
+            self._announced(peer, Status(int(status)), int(incarnation), int(epoch))
+            if self.view.adopt(drops, self.name, (self.incarnation, self.epoch)):
+                log.warning("member %s: %s dropped this member; re-syncing", self.name, peer)
+                self._request_sync(f"dropped by {peer}")
+            self._view_changed_if_dropped()
+        elif method == "touch":
+            key, ttl = str(args[0]), float(args[1])
+            entry = self.table.touch(key, ttl)
+            if entry is not None:
+                targets = [t for t in self._receivers(key) if t != peer]
+                self._spawn(self._push({t: [self._wire(key, entry)] for t in targets}, wait=False))
+        else:
+            raise ValueError(f"unknown notification {method!r}")
+
+    def _view_changed_if_dropped(self) -> None:
+        ready = self.view.with_status(Status.READY)
+        if self._ready_peers is not None and ready != self._ready_peers:
+            self._view_changed()
+
+    def _announced(self, peer: str, status: Status, incarnation: int, epoch: int) -> None:
+        if self.view.announce(peer, status, incarnation, epoch, time.monotonic()):
+            log.info("member %s: %s is %s (epoch %d)", self.name, peer, status.name, epoch)
+            self._view_changed()
+
+    async def _serve_exec(self, requester: str, ops: list[Op]) -> list[Any]:
+        if not self.fresh:
+            # Not ready, or just back from a pause: requests that waited in the socket
+            # meanwhile were given up by their sender (and others may own these keys now).
+            return ["busy", int(Status.SYNCING), self.incarnation, self.epoch]
+        results, entries = await self._execute_here(ops, requester=requester)
+        return [[_encode_result(result) for result in results], entries]
+
+    async def _serve_snapshot(self, link: Link) -> int:
+        """Stream this member's entries to a syncing member, then answer with the count."""
+        requester = link.peer
+        assert requester is not None
+        ready = [*self.ready_members(), requester]
+        chunk: list[list[Any]] = []
+        size = sent = 0
+        for key, entry in self.table.snapshot():
+            if self.copies is not None and requester not in self.holders(token_of(key), ready):
+                continue
+            chunk.append(self._wire(key, entry))
+            size += len(key) + len(entry.value or b"") + 40
+            if size >= CHUNK_BYTES:
+                link.notify("apply", [chunk])
+                sent += len(chunk)
+                chunk, size = [], 0
+                await link.drain()
+        if chunk:
+            link.notify("apply", [chunk])
+            sent += len(chunk)
+        return sent
+
+    # -- links ------------------------------------------------------------------------------
+
+    async def _link(self, name: str) -> Link:
+        """The connection this member dialled to ``name``, dialling it if needed."""
+        link = self._out.get(name)
+        if link is not None and not link.closed:
+            return link
+        pending = self._connecting.get(name)
+        if pending is None:
+            address = self.view.peers[name].address
+            pending = asyncio.ensure_future(
+                connect(self, name, address.host, address.port, CONNECT_TIMEOUT)
+            )
+            self._connecting[name] = pending
+            pending.add_done_callback(lambda done: self._connected(name, done))
+        return await asyncio.shield(pending)
+
+    def _connected(self, name: str, done: asyncio.Future[Link]) -> None:
+        self._connecting.pop(name, None)
+        if not done.cancelled() and done.exception() is None:
+            self._out[name] = done.result()
+
+    async def _check_gone(self, name: str) -> None:
+        """A link broke: reconnect at once; a refused connection means the process is gone."""
+        try:
+            await self._link(name)
+        except ConnectionRefusedError:
+            self._drop(name, "its connection closed and it refuses new ones (process gone)")
+        except OSError:
+            pass  # timeouts are the heartbeats' business
+
+    # -- membership -------------------------------------------------------------------------
+
+    def _drop(self, name: str, reason: str) -> None:
+        if self.view.drop(name):
+            self.counters["members_dropped"] += 1
+            log.warning("member %s: dropped %s: %s", self.name, name, reason)
+            link = self._out.pop(name, None)
+            if link is not None:
+                link.close()
+            self._view_changed()
+
+    def _suspect(self, name: str) -> None:
+        if name not in self._probing:
+            self._probing.add(name)
+            self._spawn(self._probe(name))
+
+    async def _probe(self, name: str) -> None:
+        """Tomcat TcpFailureDetector: a suspect must answer a ping over TCP, or is dropped."""
+        try:
+            link = await self._link(name)
+            await link.request("ping", [], PROBE_TIMEOUT)
+            self.view.heard_from(name, time.monotonic())
+        except (OSError, TimeoutError, RemoteError) as exc:
+            self._drop(name, f"silent, and failed the TCP check ({exc!r})")
+        finally:
+            self._probing.discard(name)
+
+    async def _tick_forever(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            ticks += 1
+            now = time.monotonic()
+            away, self.last_tick = now - self.last_tick, now
+            if away > self.stall_limit and self.status is Status.READY:
+                log.warning(
+                    "member %s: event loop was away %.1fs (paused or overloaded); other "
+                    "members may have dropped it: re-syncing before serving from its table",
+                    self.name,
+                    away,
+                )
+                self.status = Status.SYNCING
+                self._request_sync("stalled")
+            for name in self.view.peers:
+                if name not in self._connecting:
+                    self._spawn(self._heartbeat(name))
+            for name in self.view.silent(now):
+                self._suspect(name)
+            if ticks % SWEEP_EVERY == 0:
+                self.table.sweep()
+
+    async def _heartbeat(self, name: str) -> None:
+        try:
+            link = await self._link(name)
+            gossip = self.view.gossip()
+            link.notify("hb", [int(self.status), self.incarnation, self.epoch, gossip])
+        except ConnectionRefusedError:
+            self._drop(name, "refuses connections")
+        except OSError:
+            pass
+
+    # -- state transfer ---------------------------------------------------------------------
+
+    def _request_sync(self, reason: str) -> None:
+        if self._sync_task is not None and not self._sync_task.done():
+            self._resync_again = True
+            return
+        self._sync_task = self._spawn(self._sync(reason))
+
+    async def _announce(self, name: str) -> bool:
+        try:
+            link = await self._link(name)
+            args = [int(self.status), self.incarnation, self.epoch]
+            status, incarnation, epoch = await link.request("status", args, self.operation_timeout)
+        except (OSError, TimeoutError, RemoteError):
+            return False
+        # Learn the answer's state now, not at its next heartbeat: until both sides agree
+        # on who is ready they would disagree on who owns what.
+        self._announced(name, Status(int(status)), int(incarnation), int(epoch))
+        return True
+
+    async def _pull(self, name: str) -> int:
+        link = await self._link(name)
+        return int(await link.request("snapshot", [], self.join_timeout))
+
+    async def _sync(self, reason: str) -> None:
+        while True:
+            self._resync_again = False
+            self.epoch += 1
+            self.status = Status.SYNCING
+            self._view_changed()
+            started = time.monotonic()
+            peers = list(self.view.peers)
+            answered = await asyncio.gather(*(self._announce(name) for name in peers))
+            reachable = [name for name, ok in zip(peers, answered, strict=True) if ok]
+            pulls = {name: asyncio.ensure_future(self._pull(name)) for name in reachable}
+            received = 0
+            if pulls:
+                _, pending = await asyncio.wait(pulls.values(), timeout=self.join_timeout)
+                for name, task in pulls.items():
+                    if task in pending:
+                        task.cancel()
+                        log.warning(
+                            "member %s: state transfer from %s did not finish within "
+                            "join_timeout=%ss; starting without it",
+                            self.name,
+                            name,
+                            self.join_timeout,
+                        )
+                    elif task.exception() is not None:
+                        log.warning(
+                            "member %s: state transfer from %s failed: %r",
+                            self.name,
+                            name,
+                            task.exception(),
+                        )
+                    else:
+                        received += task.result()
+            self.status = Status.READY
+            self.last_tick = time.monotonic()
+            log.info(
+                "member %s ready (%s, epoch %d): %d entries from %s in %.2fs; %d held",
+                self.name,
+                reason,
+                self.epoch,
+                received,
+                ", ".join(reachable) or "nobody (first member up)",
+                time.monotonic() - started,
+                len(self.table),
+            )
+            self.counters["syncs"] += 1
+            await asyncio.gather(*(self._announce(name) for name in reachable))
+            self._view_changed()
+            self.synced.set()
+            if not self._resync_again:
+                return
+
+    async def _realign_until_settled(self) -> None:
+        while True:
+            self._realign_again = False
+            await self._realign()
+            if not self._realign_again:
+                return
+
+    async def _realign(self) -> None:
+        """After a membership change, make each moved key's holders agree with its owner.
+
+        A change the old owner had not finished pushing when it was killed may have
+        reached some holders and not others; no client was told it succeeded (writes
+        are answered after every holder acknowledged), so the new owner's copy wins
+        and it pushes that copy, forced, to the other holders. In ``backup`` mode this
+        is also how a promoted backup picks a new backup (BackupManager does the same):
+        it pushes to the member next in line; and a member that no longer holds a key
+        forgets its copy.
+        """
+        await asyncio.sleep(self.heartbeat_interval / 5)  # let a burst of changes settle
+        ready = self.ready_members()
+        previous, self._placed_for = self._placed_for, ready
+        if previous is None or not self.fresh:
+            return  # first view: the state transfer just filled this member
+        batches: dict[str, list[str]] = defaultdict(list)
+        for key, entry in self.table.snapshot():
+            token = token_of(key)
+            holders, before = self.holders(token, ready), self.holders(token, previous)
+            if holders[0] == self.name and (before[0] != self.name or set(holders) - set(before)):
+                for target in holders[1:]:
+                    batches[target].append(key)
+            elif self.copies is not None and self.name not in holders and entry.value is not None:
+                self.table.drop(key)  # its new owner held it already (backup, or join)
+        for name, keys in batches.items():
+            for start in range(0, len(keys), 500):
+                try:
+                    link = await self._link(name)
+                    # Read the copies only now, with no await before the send: a newer
+                    # change pushed meanwhile on this same link must not be overtaken.
+                    chunk = [(k, self.table.current(k)) for k in keys[start : start + 500]]
+                    entries = [self._wire(k, e, force=True) for k, e in chunk if e is not None]
+                    await link.request("apply", [entries], self.join_timeout)
+                except (OSError, TimeoutError, RemoteError) as exc:
+                    log.warning("member %s: realigning %s failed: %r", self.name, name, exc)
+                    break
+        if batches:
+            log.info(
+                "member %s: now owner of moved sessions; pushed its copies to %s",
+                self.name,
+                ", ".join(sorted(batches)),
+            )
+
+    # -- status -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        peers = {
+            p.name: {"status": p.status.name.lower(), "epoch": p.epoch}
+            for p in self.view.peers.values()
+        }
+        return {
+            "kind": self.kind,
+            "member": self.name,
+            "address": f"{self.address.host}:{self.address.port}",
+            "status": self.status.name.lower(),
+            "epoch": self.epoch,
+            "sessions": len(self.table),
+            "max_sessions": self.table.max_entries,
+            "expired": self.table.expired,
+            "rejected_full": self.counters["rejected_full"],
+            "frames_dropped": self.counters["frames_dropped"],
+            "pushes": self.counters["pushes"],
+            "ack_failures": self.counters["ack_failures"],
+            "members_dropped": self.counters["members_dropped"],
+            "syncs": self.counters["syncs"],
+            "peers": peers,
+        }
+
+
+def as_version(version: Hashable | None) -> tuple[int, int] | None:
+    """A version as the table compares it (msgpack turns tuples into lists)."""
+    if version is None:
+        return None
+    seq, nonce = version  # type: ignore[misc]
+    return (int(seq), int(nonce))
