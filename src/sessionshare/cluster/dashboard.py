@@ -1,8 +1,8 @@
-"""The live dashboard at ``/_cluster/``: static page + one JSON poll per second.
+"""The live dashboard at ``/_cluster/``: static page + a small JSON poll twice a second.
 
 Mounted on the balancer with ``Balancer.mount("/_cluster/", dashboard.handle)``. Short
 polling rather than server-sent events because the balancer's local handlers answer
-whole responses (``LocalResponse``); one small request a second is cheap, survives a
+whole responses (``LocalResponse``); two small requests a second are cheap, survives a
 balancer restart, and works through nginx unchanged. Assets are read from the package
 (``cluster/static``) once: no CDN, the page works offline.
 """

@@ -107,10 +107,12 @@ class MemcachedKind(StoreKind):
         stats = await memcached_stats(HOST, node.port)
         if stats is None:
             return None
+        # The store reads with get-and-touch (one round trip refreshes the TTL), which
+        # memcached counts as touch hits, not get hits: both are reads.
         return ServerStats(
             items=_int(stats.get("curr_items")),
-            hits=_int(stats.get("get_hits")),
-            misses=_int(stats.get("get_misses")),
+            hits=_sum(stats, "get_hits", "touch_hits"),
+            misses=_sum(stats, "get_misses", "touch_misses"),
         )
 
 
@@ -199,6 +201,11 @@ def _line_probe(port: int, request: bytes, expect: bytes) -> Any:
         return reply is not None and reply.startswith(expect)
 
     return probe
+
+
+def _sum(stats: Mapping[str, str], *names: str) -> int | None:
+    values = [_int(stats.get(name)) for name in names]
+    return None if all(v is None for v in values) else sum(v or 0 for v in values)
 
 
 def _int(text: str | None) -> int | None:

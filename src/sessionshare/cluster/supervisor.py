@@ -39,8 +39,9 @@ from sessionshare.errors import SessionShareError
 __all__ = ["Child", "ChildSpec", "ChildState", "StartError", "Supervisor"]
 
 Probe = Callable[[], Awaitable[bool]]
-#: 0.25-0.5 s before the first restart, doubling up to 5-10 s for a crash loop.
-RESTART_BACKOFF = ExponentialBackoff(base=0.5, cap=10.0)
+#: 1-2 s before the first restart (long enough for the dashboard, polling twice a second,
+#: to show the node down), doubling up to 15-30 s for a crash loop.
+RESTART_BACKOFF = ExponentialBackoff(base=2.0, cap=30.0)
 
 
 class StartError(SessionShareError):
