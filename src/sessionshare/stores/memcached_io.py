@@ -191,6 +191,9 @@ class SyncConnections(_Pools):
                 idle.clear()
 
 
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class AsyncConnections(_Pools):
     """asyncio connection pools, one per node, bound to the loop that opened them."""
 
@@ -199,60 +202,78 @@ class AsyncConnections(_Pools):
     ) -> None:
         super().__init__(specs, timeout=timeout, on_failure=on_failure)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._idle: dict[str, list[Stream]] = {}
 
-    async def _one(self, node: str, commands: list[bytes]) -> list[Reply] | StoreError:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new loop (tests, reloads): old streams are unusable
-            self._loop, self._idle = loop, {n: [] for n in self.specs}
+    async def _open(self, node: str) -> Stream:
         spec = self.specs[node]
-        idle = self._idle[node]
-        try:
-            if idle:
-                try:
-                    return await self._on(node, idle.pop(), commands)
-                except OSError as exc:  # a stale pooled stream: one fresh attempt
-                    if not _stale(exc):
-                        raise
-            async with asyncio.timeout(self.timeout):  # asyncio sets TCP_NODELAY itself
-                stream = await asyncio.open_connection(spec.host, spec.port)
-            return await self._on(node, stream, commands)
-        except (OSError, ProtocolError) as exc:
-            return self._fail(node, exc)
+        async with asyncio.timeout(self.timeout):  # asyncio sets TCP_NODELAY itself
+            return await asyncio.open_connection(spec.host, spec.port)
 
-    async def _on(
-        self,
-        node: str,
-        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        commands: list[bytes],
-    ) -> list[Reply]:
-        reader, writer = stream
+    async def _read(self, stream: Stream, count: int, deadline: float) -> list[Reply]:
+        parser = ReplyParser()
+        replies: list[Reply] = []
+        async with asyncio.timeout_at(deadline):
+            while len(replies) < count:
+                reply = parser.next_reply()
+                if reply is not None:
+                    replies.append(reply)
+                    continue
+                data = await stream[0].read(_CHUNK)
+                if not data:
+                    raise ConnectionResetError("memcached closed the connection")
+                parser.feed(data)
+        return replies
+
+    async def _node(
+        self, node: str, stream: Stream | None, commands: list[bytes], deadline: float
+    ) -> list[Reply] | StoreError:
+        """Read ``node``'s replies (its commands were written on ``stream`` already);
+        a stale pooled stream gets one fresh attempt, as in the sync flavour."""
+        fresh = stream is None
         try:
-            async with asyncio.timeout(self.timeout):
-                writer.write(b"".join(commands))
-                parser = ReplyParser()
-                replies: list[Reply] = []
-                while len(replies) < len(commands):
-                    reply = parser.next_reply()
-                    if reply is not None:
-                        replies.append(reply)
-                        continue
-                    data = await reader.read(_CHUNK)
-                    if not data:
-                        raise ConnectionResetError("memcached closed the connection")
-                    parser.feed(data)
-        except BaseException:  # failed or cancelled mid-reply: the stream is out of step
-            writer.close()
+            try:
+                if stream is None:
+                    raise ConnectionResetError("not sent")
+                replies = await self._read(stream, len(commands), deadline)
+            except (OSError, ProtocolError) as exc:
+                if stream is not None:
+                    stream[1].close()
+                if fresh is False and not _stale(exc):
+                    raise
+                stream = await self._open(node)
+                stream[1].write(b"".join(commands))
+                replies = await self._read(stream, len(commands), deadline)
+        except (OSError, ProtocolError) as exc:
+            if stream is not None:
+                stream[1].close()
+            return self._fail(node, exc)
+        except BaseException:  # cancelled mid-reply: the stream is out of step, drop it
+            if stream is not None:
+                stream[1].close()
             raise
         self._idle[node].append(stream)
         return replies
 
     async def exchange(self, request: Request) -> Answer:
+        """Write every node's commands, then read each node's replies: the nodes work in
+        parallel without a task per node (cheaper than ``gather`` for two nodes)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new loop (tests, reloads): old streams are unusable
+            self._loop, self._idle = loop, {n: [] for n in self.specs}
         self.exchanges += 1
-        self.commands += sum(len(c) for c in request.values())
-        nodes = list(request)
-        results = await asyncio.gather(*(self._one(node, request[node]) for node in nodes))
-        return dict(zip(nodes, results, strict=True))
+        written: list[tuple[str, Stream | None]] = []
+        for node, commands in request.items():
+            self.commands += len(commands)
+            idle = self._idle[node]
+            stream = idle.pop() if idle else None
+            if stream is not None:
+                stream[1].write(b"".join(commands))
+            written.append((node, stream))
+        deadline = loop.time() + self.timeout
+        return {
+            node: await self._node(node, stream, request[node], deadline)
+            for node, stream in written
+        }
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
