@@ -106,3 +106,16 @@ def test_check4_one_session_locked_across_nodes(
     assert statuses == [200] * 200
     final = first.get(nodes[-1], "/api/session?peek=1")
     assert final.count == 1 + 200, final.body
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_wsgi_nodes_replicate_from_a_background_loop(
+    store: str, peer_cluster: ClusterFactory
+) -> None:
+    """gunicorn's sync workers: the member runs on its own thread and event loop."""
+    cluster = peer_cluster(store, 2, options=["--server", "gunicorn", "--locking", "all"])
+    nodes = list(cluster.nodes.values())
+    results = run_clients(10, 20, lambda c, i, browser: browser.get(nodes[(c + i) % 2]))
+    assert_counts_follow(results)
+    status = Browser().get(nodes[1], "/_node/status").body["store"]
+    assert status["kind"] == store and status["status"] == "ready"

@@ -364,8 +364,7 @@ class ReplicationNode:
         for _ in range(ATTEMPTS):
             owner = self.owner(key)
             if owner == self.name:
-                results, _ = await self._execute_here(ops, requester=None)
-                return results
+                return await self._execute_here(ops)
             try:
                 link = await self._link(owner)
                 wire = [_encode_op(op) for op in ops]
@@ -443,10 +442,15 @@ class ReplicationNode:
         wire = [key, entry.value, entry.seq, entry.nonce, self.table.remaining(entry)]
         return [*wire, True] if force else wire
 
-    async def _execute_here(
+    def _apply_batch(
         self, ops: Sequence[Op], requester: str | None
-    ) -> tuple[list[Any], list[list[Any]]]:
-        """Apply ``ops`` as their owner and push the changes; (answers, entries for requester)."""
+    ) -> tuple[list[Any], list[list[Any]], dict[str, list[list[Any]]], bool]:
+        """Apply ``ops`` as their owner, with no I/O.
+
+        Returns the answers, the changed entries for the requester (it merges them
+        before it answers its own client), the pushes for the other holders, and
+        whether those pushes must be acknowledged before the answer goes out.
+        """
         results: list[Any] = []
         pushes: dict[str, list[list[Any]]] = defaultdict(list)
         for_requester: list[list[Any]] = []
@@ -464,24 +468,33 @@ class ReplicationNode:
             wire = self._wire(op.key, entry)
             for target in self._receivers(op.key):
                 if target == requester:
-                    for_requester.append(wire)  # it merges them before it answers its client
+                    for_requester.append(wire)
                 else:
                     pushes[target].append(wire)
             acked |= needs_ack
+        return results, for_requester, pushes, acked and self.sync_acks
+
+    async def _execute_here(self, ops: Sequence[Op]) -> list[Any]:
+        results, _, pushes, wait = self._apply_batch(ops, requester=None)
         if pushes:
-            await self._push(pushes, wait=acked and self.sync_acks)
-        return results, for_requester
+            await self._push(pushes, wait=wait)
+        return results
+
+    def _push_now(self, pushes: dict[str, list[list[Any]]]) -> None:
+        """Send pushes nobody waits for (locks, TTL refreshes, ``replication_async``)."""
+        self.counters["pushes"] += len(pushes)
+        for name, entries in pushes.items():
+            link = self._out.get(name)
+            if link is not None and not link.closed:
+                link.notify("apply", [entries])
+            else:
+                self._spawn(self._notify_later(name, entries))
 
     async def _push(self, pushes: dict[str, list[list[Any]]], *, wait: bool) -> None:
-        self.counters["pushes"] += len(pushes)
         if not wait:
-            for name, entries in pushes.items():
-                link = self._out.get(name)
-                if link is not None and not link.closed:
-                    link.notify("apply", [entries])
-                else:
-                    self._spawn(self._notify_later(name, entries))
+            self._push_now(pushes)
             return
+        self.counters["pushes"] += len(pushes)
 
         async def send(name: str, entries: list[list[Any]]) -> None:
             link = await self._link(name)
@@ -514,7 +527,7 @@ class ReplicationNode:
             entry = self.table.get(key)
             if entry is not None:
                 pushes = {t: [self._wire(key, entry)] for t in self._receivers(key)}
-                self._spawn(self._push(pushes, wait=False))
+                self._push_now(pushes)
             return
         link = self._out.get(owner)
         if link is not None and not link.closed:
@@ -587,7 +600,7 @@ class ReplicationNode:
             entry = self.table.touch(key, ttl)
             if entry is not None:
                 targets = [t for t in self._receivers(key) if t != peer]
-                self._spawn(self._push({t: [self._wire(key, entry)] for t in targets}, wait=False))
+                self._push_now({t: [self._wire(key, entry)] for t in targets})
         else:
             raise ValueError(f"unknown notification {method!r}")
 
@@ -601,13 +614,25 @@ class ReplicationNode:
             log.info("member %s: %s is %s (epoch %d)", self.name, peer, status.name, epoch)
             self._view_changed()
 
-    async def _serve_exec(self, requester: str, ops: list[Op]) -> list[Any]:
+    def _serve_exec(self, requester: str, ops: list[Op]) -> Any:
+        """Answer at once when nothing must be acknowledged first (no task, no extra
+        trip through the event loop): with two members, every batch."""
         if not self.fresh:
             # Not ready, or just back from a pause: requests that waited in the socket
             # meanwhile were given up by their sender (and others may own these keys now).
             return ["busy", int(Status.SYNCING), self.incarnation, self.epoch]
-        results, entries = await self._execute_here(ops, requester=requester)
-        return [[_encode_result(result) for result in results], entries]
+        results, entries, pushes, wait = self._apply_batch(ops, requester)
+        reply = [[_encode_result(result) for result in results], entries]
+        if not pushes:
+            return reply
+        if not wait:
+            self._push_now(pushes)
+            return reply
+        return self._after_push(pushes, reply)
+
+    async def _after_push(self, pushes: dict[str, list[list[Any]]], reply: Any) -> Any:
+        await self._push(pushes, wait=True)
+        return reply
 
     async def _serve_snapshot(self, link: Link) -> int:
         """Stream this member's entries to a syncing member, then answer with the count."""
