@@ -101,6 +101,8 @@ class ClusterStatus:
         for node, reply in zip(nodes, replies[: len(nodes)], strict=True):
             if isinstance(reply, dict):
                 self._take_snapshot(node.name, reply, now)
+            else:  # down or hung: it serves nothing now (the chart shows the gap)
+                self.history[node.name].append((now, 0.0))
         for server, stats in zip(self.topology.store.nodes, replies[len(nodes) :], strict=True):
             self.server_stats[server.id] = stats  # type: ignore[assignment]
         self._polls += 1
