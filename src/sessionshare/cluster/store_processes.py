@@ -80,28 +80,41 @@ class StoreKind:
         return None
 
 
-class MemcachedKind(StoreKind):
-    kind = "memcached"
-    binary = "memcached"
-    package = "memcached"
+class ServerKind(StoreKind):
+    """A kind whose store nodes are server processes (one per ``[[store.nodes]]``)."""
+
+    #: one protocol line that proves the server is up, and the start of its answer.
+    probe_line: ClassVar[tuple[bytes, bytes]]
+
+    def argv(self, binary: str, node: StoreNodeTopology, run_dir: Path) -> tuple[str, ...]:
+        raise NotImplementedError
 
     def servers(self, run_dir: Path) -> list[ChildSpec]:
         binary = self.check_installed()
         assert binary is not None
-        # memcached refuses to run as root unless told which user to stay.
-        user = ["-u", pwd.getpwuid(0).pw_name] if os.geteuid() == 0 else []
         return [
             ChildSpec(
-                name=f"memcached:{node.id}",
+                name=f"{self.kind}:{node.id}",
                 role="store",
-                argv=(binary, "-l", HOST, "-p", str(node.port), "-U", "0", "-m", "64", *user),
+                argv=self.argv(binary, node, run_dir),
                 address=node.address,
-                probe=_line_probe(node.port, b"version\r\n", b"VERSION"),
+                probe=_line_probe(node.port, *self.probe_line),
                 ready_timeout=10.0,
-                extra={"id": node.id},
             )
             for node in self.topology.store.nodes
         ]
+
+
+class MemcachedKind(ServerKind):
+    kind = "memcached"
+    binary = "memcached"
+    package = "memcached"
+    probe_line = (b"version\r\n", b"VERSION")
+
+    def argv(self, binary: str, node: StoreNodeTopology, run_dir: Path) -> tuple[str, ...]:
+        # memcached refuses to run as root unless told which user to stay.
+        user = ("-u", pwd.getpwuid(0).pw_name) if os.geteuid() == 0 else ()
+        return (binary, "-l", HOST, "-p", str(node.port), "-U", "0", "-m", "64", *user)
 
     async def server_stats(self, node: StoreNodeTopology) -> ServerStats | None:
         stats = await memcached_stats(HOST, node.port)
@@ -116,32 +129,18 @@ class MemcachedKind(StoreKind):
         )
 
 
-class RedisKind(StoreKind):
+class RedisKind(ServerKind):
     kind = "redis"
     binary = "redis-server"
     package = "redis-server"
+    probe_line = (b"PING\r\n", b"+PONG")
 
-    def servers(self, run_dir: Path) -> list[ChildSpec]:
-        binary = self.check_installed()
-        assert binary is not None
-        specs = []
-        for node in self.topology.store.nodes:
-            data_dir = run_dir / f"redis-{node.id}"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            argv = (binary, "--port", str(node.port), "--bind", HOST, "--save", "",
-                    "--appendonly", "no", "--dir", str(data_dir))  # fmt: skip
-            specs.append(
-                ChildSpec(
-                    name=f"redis:{node.id}",
-                    role="store",
-                    argv=argv,
-                    address=node.address,
-                    probe=_line_probe(node.port, b"PING\r\n", b"+PONG"),
-                    ready_timeout=10.0,
-                    extra={"id": node.id},
-                )
-            )
-        return specs
+    def argv(self, binary: str, node: StoreNodeTopology, run_dir: Path) -> tuple[str, ...]:
+        # Persistence off, so a restarted redis really lost its data (as memcached does).
+        data_dir = run_dir / f"redis-{node.id}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return (binary, "--port", str(node.port), "--bind", HOST, "--save", "",
+                "--appendonly", "no", "--dir", str(data_dir))  # fmt: skip
 
     async def server_stats(self, node: StoreNodeTopology) -> ServerStats | None:
         info = await redis_stats(HOST, node.port)

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -70,7 +70,6 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     #: longest wait for the first healthy probe (a replicated node waits for its peers).
     ready_timeout: float = 30.0
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 class Child:
