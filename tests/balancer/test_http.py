@@ -195,3 +195,24 @@ def test_503_with_a_short_page_when_no_node_is_up(balancer_factory: BalancerFact
         assert response.headers["content-type"].startswith("text/html")
         assert "503" in response.text
         assert len(response.content) < 1024
+
+
+def test_pipelined_head_and_get_on_one_connection(two_nodes: ManagedProcess) -> None:
+    raw = raw_exchange(
+        two_nodes,
+        b"HEAD /bytes?n=1000 HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /bytes?n=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"content-length: 1000" in first.lower()  # announced, never sent for HEAD
+    status, headers, body = split_response(rest)
+    assert (status, headers["content-length"], body) == (200, "3", b"xxx")
+
+
+def test_http_1_0_client_gets_a_close_delimited_body(two_nodes: ManagedProcess) -> None:
+    raw = raw_exchange(two_nodes, b"GET /bytes?n=5000&chunked=1 HTTP/1.0\r\n\r\n")
+    status, headers, body = split_response(raw)
+    assert status == 200
+    assert "transfer-encoding" not in headers
+    assert body == b"x" * 5000

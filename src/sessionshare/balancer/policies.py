@@ -37,6 +37,8 @@ class RequestInfo:
 
 class Policy(ABC):
     name: PolicyName
+    #: Whether ``choose`` reads ``RequestInfo.cookie`` (the proxy skips the lookup if not).
+    uses_cookie = False
 
     @abstractmethod
     def choose(self, candidates: Sequence[Node], request: RequestInfo) -> Node:
@@ -146,6 +148,7 @@ class StickyPolicy(Policy):
     """
 
     name: PolicyName = "sticky"
+    uses_cookie = True
 
     def __init__(self, all_nodes: Sequence[Node], cookie_name: str) -> None:
         self.cookie_name = cookie_name

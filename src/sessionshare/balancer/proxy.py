@@ -297,7 +297,7 @@ class _ClientConnection:
             return await self._serve_local(head, local)
         if head.content_length is not None and head.content_length > config.max_body_bytes:
             raise _HttpError(413, "Request body too large.")
-        cookie = head.header(b"cookie")
+        cookie = head.header(b"cookie") if balancer.policy.uses_cookie else None
         request = RequestInfo(self.client_ip, cookie.decode("latin-1") if cookie else None)
         if not _any_available(balancer):
             raise _HttpError(503, "No healthy node is available. Try again shortly.")
