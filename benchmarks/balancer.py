@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.balancer.conftest import demo_node_process  # noqa: E402
 from tests.servers import ManagedProcess, ProcessPool, free_port  # noqa: E402
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -112,14 +113,7 @@ def main() -> None:
     pool = ProcessPool(Path("/tmp") / f"sessionshare-bench-{free_port()}")
     py = sys.executable
     try:
-        nodes = [
-            pool.add(ManagedProcess(
-                [py, "-c", "from sessionshare.cli.main import main; main()", "node",
-                 "--name", name, "--port", "{port}", "--store", "memory"],
-                name=name, log_dir=pool.log_dir, cwd=REPO, ready_path="/healthz",
-            ))
-            for name in ("node1", "node2")
-        ]  # fmt: skip
+        nodes = [pool.add(demo_node_process(name, pool.log_dir)) for name in ("node1", "node2")]
         node_args = [a for n in nodes for a in ("--node", f"{n.name}={n.url}")]
 
         def balancer(name: str, lb: str, *extra: str) -> ManagedProcess:

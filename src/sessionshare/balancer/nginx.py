@@ -258,7 +258,12 @@ class NginxProcess:
         return self.conf_path
 
     def _command(self, *extra: str) -> list[str]:
-        return [self.binary, "-p", f"{self.prefix}/", "-c", str(self.conf_path), *extra]
+        # -e: without it nginx first opens its compiled-in /var/log/nginx/error.log, which
+        # a non-root user cannot write (the config's error_log only applies later).
+        return [
+            self.binary, "-p", f"{self.prefix}/", "-c", str(self.conf_path),
+            "-e", str(self.prefix / "logs" / "error.log"), *extra,
+        ]  # fmt: skip
 
     def check(self) -> None:
         """``nginx -t``; raises ``NginxError`` with nginx's message when it fails."""
