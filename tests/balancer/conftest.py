@@ -40,6 +40,14 @@ def demo_node_process(name: str, log_dir: Path) -> ManagedProcess:
     )  # fmt: skip
 
 
+class ClosedNode:
+    """Stands in for a node process in ``balancer_factory``: nothing listens on its port."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = f"http://{LOOPBACK}:{free_port()}"
+
+
 def start_all(pool: ProcessPool, processes: Sequence[ManagedProcess]) -> list[ManagedProcess]:
     """Start in parallel (each takes ~0.5 s to import), then wait for every one."""
     for process in processes:

@@ -16,11 +16,12 @@ import pytest
 
 from tests.balancer.conftest import (
     BalancerFactory,
+    ClosedNode,
     demo_node_process,
     start_all,
     upstream_process,
 )
-from tests.servers import ProcessPool
+from tests.servers import ManagedProcess, ProcessPool
 
 
 def test_kill_9_of_a_node_under_get_load_gives_no_client_error(
@@ -141,3 +142,16 @@ def test_sticky_keeps_a_session_on_its_route_and_moves_it_when_its_node_dies(
         assert moved["session_id"].endswith(f".{other}")  # the node re-issued the route
         after = [http.get("/api/session").json()["node"] for _ in range(5)]
         assert after == [other] * 5
+
+
+def test_post_goes_on_when_a_node_refuses_the_connection(
+    upstreams: dict[str, ManagedProcess], balancer_factory: BalancerFactory
+) -> None:
+    """Nothing reached a node that refused to connect, so even POST may go to the next."""
+    dead = ClosedNode("dead")
+    balancer = balancer_factory([dead, upstreams["n1"]])  # type: ignore[list-item]
+    before = httpx.get(f"{upstreams['n1'].url}/count", timeout=5).json().get("POST /echo", 0)
+    answers = [httpx.post(f"{balancer.url}/echo", content=b"hi", timeout=10) for _ in range(4)]
+    assert [(a.status_code, a.content) for a in answers] == [(200, b"hi")] * 4
+    after = httpx.get(f"{upstreams['n1'].url}/count", timeout=5).json()["POST /echo"]
+    assert after - before == 4

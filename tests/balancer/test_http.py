@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.balancer.conftest import BalancerFactory
-from tests.servers import ManagedProcess, free_port
+from tests.balancer.conftest import BalancerFactory, ClosedNode
+from tests.servers import ManagedProcess
 
 
 def raw_exchange(process: ManagedProcess, payload: bytes, timeout: float = 10) -> bytes:
@@ -183,12 +183,7 @@ def test_504_when_the_node_does_not_answer_in_time(
 
 
 def test_503_with_a_short_page_when_no_node_is_up(balancer_factory: BalancerFactory) -> None:
-    class Closed:  # nothing listens on these ports
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.url = f"http://127.0.0.1:{free_port()}"
-
-    balancer = balancer_factory([Closed("d1"), Closed("d2")])  # type: ignore[list-item]
+    balancer = balancer_factory([ClosedNode("d1"), ClosedNode("d2")])  # type: ignore[list-item]
     for _ in range(2):  # first: connect errors; second: both nodes marked failed
         response = httpx.get(f"{balancer.url}/name", timeout=10)
         assert response.status_code == 503

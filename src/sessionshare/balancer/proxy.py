@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -334,7 +335,9 @@ class _ClientConnection:
                 continue
             except _NodeError as exc:
                 last = exc
-                if retryable:
+                # A refused connection saw nothing of the request (not even a streamed
+                # body, read only after connecting): any method may go on, as in nginx.
+                if retryable or exc.kind == "connect":
                     continue
                 raise _no_node_error(exc) from None
 
@@ -344,7 +347,7 @@ class _ClientConnection:
         request = LocalRequest(head.method.decode(), path, query, tuple(head.headers))
         response = await handler(request)
         lines = [
-            f"HTTP/1.1 {response.status} OK",
+            f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             *(f"{k}: {v}" for k, v in response.headers),
