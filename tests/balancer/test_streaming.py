@@ -65,4 +65,5 @@ def test_100_mib_download_and_upload_stream_through(
     answer = uploaded.json()
     assert answer["bytes"] == SIZE
     assert answer["sha256"] == hashlib.sha256(piece * (SIZE // MiB)).hexdigest()
+    print(f"balancer RSS grew {rss.growth / MiB:.1f} MiB (peak {rss.peak / MiB:.1f} MiB)")
     assert rss.growth < 50 * MiB, f"balancer RSS grew {rss.growth / MiB:.1f} MiB"
