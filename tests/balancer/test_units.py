@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from sessionshare.balancer import Balancer
 from sessionshare.balancer.config import (
     BalancerConfig,
     HealthConfig,
@@ -168,3 +169,13 @@ def test_node_repr_tells_its_state() -> None:
     )
     node.record_failure(10**9)
     assert " down " in repr(node)
+
+
+def test_a_single_node_is_never_taken_out_passively() -> None:
+    spec = NodeSpec(name="only", host="127.0.0.1", port=9001)
+    balancer = Balancer(BalancerConfig(nodes=(spec,)))
+    balancer.nodes[0].record_failure(10**9)
+    assert balancer.nodes[0].available(10**9 + 1)
+    two = Balancer(BalancerConfig(nodes=(spec, NodeSpec(name="b", host="127.0.0.1", port=2))))
+    two.nodes[0].record_failure(10**9)
+    assert not two.nodes[0].available(10**9 + 1)

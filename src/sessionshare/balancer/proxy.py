@@ -99,6 +99,10 @@ class Balancer:
     def __init__(self, config: BalancerConfig, *, status_hook: StatusHook | None = None) -> None:
         self.config = config
         self.nodes = [Node(spec, config) for spec in config.nodes]
+        if len(self.nodes) == 1:
+            # nginx: "If there is only a single server in a group, max_fails [and]
+            # fail_timeout ... are ignored": refusing its only node helps nobody.
+            self.nodes[0].passive.max_fails = 0
         self.policy = make_policy(config.policy, self.nodes, config.cookie_name)
         self.health = HealthChecker(self.nodes, config.health, self._on_health_change)
         self.status_hook = status_hook
