@@ -17,8 +17,11 @@ from its own table with no round trip at all.
 write only after every other holder acknowledged it, so a ``kill -9`` of any
 member right after a response loses nothing. A holder that does not acknowledge
 within ``operation_timeout`` is dropped (it re-syncs before it serves again).
-Lock ``add``/``touch`` and TTL refreshes are pushed without waiting: losing one
-costs at most a lock that expires by itself or an expiry a little early.
+TTL refreshes are pushed without waiting (losing one costs an expiry a little
+early). Locks (``add``) live on the owner alone: a copy would cost a message per
+locked request, and it would protect little, since the owner going away takes
+its in-flight requests with it; a request elsewhere that held a lock there keeps
+going unlocked, and the conditional write still merges its changes (SPEC §3).
 
 **State transfer.** A member starts ``SYNCING``: it tells every reachable member
 (which from then on sends it every change), pulls their entries, merges them by
@@ -356,7 +359,10 @@ class ReplicationNode:
         An operation that failed on its own answers with its ``StoreError``; a
         batch that could not run at all raises it.
         """
-        await self.wait_started()
+        if self._started is None or not self._started.done():
+            await self.wait_started()
+        elif self._started.exception() is not None:
+            raise self._started.exception()  # type: ignore[misc]
         tokens = {token_of(op.key) for op in ops}
         if len(tokens) > 1:
             return [(await self.execute([op]))[0] for op in ops]
@@ -413,13 +419,13 @@ class ReplicationNode:
             except TableFull as exc:
                 return self._full(exc), None, False
             return (None if entry is None else Stored(entry.version)), entry, True
-        if isinstance(op, Add):
-            entry = table.add(op.key, op.value, op.ttl)
-            return entry is not None, entry, False
+        if isinstance(op, Add):  # a lock: it lives on the owner alone (no push)
+            return table.add(op.key, op.value, op.ttl) is not None, None, False
         if isinstance(op, Delete):
-            return None, table.delete(op.key), True
+            entry = table.delete(op.key)
+            return None, (None if entry is None or entry.private else entry), True
         entry = table.touch(op.key, op.ttl)
-        return entry is not None, entry, False
+        return entry is not None, (None if entry is None or entry.private else entry), False
 
     def _full(self, exc: TableFull) -> StoreUnavailable:
         self.counters["rejected_full"] += 1
@@ -501,9 +507,17 @@ class ReplicationNode:
             await link.request("apply", [entries], self.operation_timeout)
 
         names = list(pushes)
-        outcomes = await asyncio.gather(
-            *(send(name, pushes[name]) for name in names), return_exceptions=True
-        )
+        outcomes: list[BaseException | None]
+        if len(names) == 1:  # two members: no task per push (gather would make one)
+            try:
+                await send(names[0], pushes[names[0]])
+                outcomes = [None]
+            except (OSError, TimeoutError, RemoteError) as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(send(name, pushes[name]) for name in names), return_exceptions=True
+            )
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 self.counters["ack_failures"] += 1

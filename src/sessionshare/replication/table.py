@@ -52,6 +52,8 @@ class Entry:
     #: the expiry the other holders know of; a local read that refreshes the TTL well
     #: past it is worth telling them (``node.py``), a small refresh is not.
     shared_until: float = 0.0
+    #: kept by the owner alone, never copied (locks: see ``node.py``).
+    private: bool = False
 
     @property
     def version(self) -> Version:
@@ -134,20 +136,28 @@ class Table:
             return self._put(key, value, ttl, now)
 
     def add(self, key: str, value: bytes, ttl: float) -> Entry | None:
-        """Store only if absent (locks); the new entry, or ``None``."""
+        """Store only if absent (locks, private to the owner); the new entry, or ``None``."""
         now = self._clock()
         with self._lock:
             if self._live(key, now) is not None:
                 return None
-            return self._put(key, value, ttl, now)
+            entry = self._put(key, value, ttl, now)
+            entry.private = True
+            return entry
 
     def delete(self, key: str) -> Entry | None:
-        """Replace ``key`` by a tombstone; the tombstone, or ``None`` if it was absent."""
+        """Replace ``key`` by a tombstone; the tombstone, or ``None`` if it was absent.
+
+        A private key (a lock) just goes: no other member has a copy to guard.
+        """
         now = self._clock()
         with self._lock:
             current = self._live(key, now)
             if current is None:
                 return None
+            if current.private:
+                del self._entries[key]
+                return current
             return self._bury(key, current.seq + 1, self._random.getrandbits(62), now)
 
     def touch(self, key: str, ttl: float) -> Entry | None:
@@ -202,7 +212,9 @@ class Table:
         now = self._clock()
         with self._lock:
             entry = self._live(key, now) or self._tombstones.get(key)
-            return entry if entry is not None and entry.expires_at > now else None
+            if entry is None or entry.expires_at <= now or entry.private:
+                return None
+            return entry
 
     def drop(self, key: str) -> None:
         """Forget a copy this member no longer has to keep (backup mode rebalancing)."""
@@ -213,7 +225,9 @@ class Table:
         """Copies of every live entry and tombstone, for state transfer."""
         now = self._clock()
         with self._lock:
-            items = [(k, e) for k, e in self._entries.items() if e.expires_at > now]
+            items = [
+                (k, e) for k, e in self._entries.items() if e.expires_at > now and not e.private
+            ]
             items += [(k, e) for k, e in self._tombstones.items() if e.expires_at > now]
         return [(k, Entry(e.value, e.seq, e.nonce, e.expires_at, e.shared_until)) for k, e in items]
 

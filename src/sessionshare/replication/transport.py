@@ -75,6 +75,7 @@ class Link(asyncio.Protocol):
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._writable: asyncio.Future[None] | None = None
+        self._outbox: list[bytes] | None = None
         self.ready: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         self.closed = False
 
@@ -189,7 +190,18 @@ class Link(asyncio.Protocol):
             raise LinkClosed(f"link to {self.peer or self.peername} is closed")
         data = encode_frame(self.hub.key, self._peer_nonce, kind, self._counter, body)
         self._counter += 1
-        self._transport.write(data)
+        # Frames made in one turn of the event loop leave in one write: under load the
+        # requests of many clients share a system call (and a wake-up of the peer).
+        if self._outbox is None:
+            self._outbox = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._outbox.append(data)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if outbox and not self.closed and self._transport is not None:
+            self._transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def notify(self, method: str, args: list[Any]) -> None:
         self._send(Kind.NOTIFY, [method, args])
@@ -211,9 +223,12 @@ class Link(asyncio.Protocol):
             self._pending.pop(request_id, None)
 
     async def drain(self) -> None:
-        """Wait until the kernel took what was written (bulk state transfer only)."""
+        """Write what is queued and wait until the kernel took it (bulk transfers)."""
+        self._flush()
         if self._writable is not None:
             await self._writable
+        else:
+            await asyncio.sleep(0)  # let the loop run between chunks
 
     def close(self) -> None:
         if self._transport is not None and not self.closed:

@@ -1,0 +1,189 @@
+"""Peer replication's cost: req/s, added latency and memory, vs the unshared memory store.
+
+For each store (``memory``, ``replicated``, ``backup``) starts the same two demo nodes
+(uvicorn, one worker each) and measures, in one run:
+
+- **req/s** of ``GET /api/session`` (a locked modify: lock, read, write, unlock) with
+  one wrk per node in parallel, summed. With ``memory`` each node serves the sessions it
+  created (it cannot see the other's); with the peer stores both nodes serve *all*
+  sessions, so half the requests land on the node that does not own the session;
+- **added latency**: wrk with one connection (requests one after another) on node 2,
+  mean latency minus the memory store's;
+- **memory per 10 000 sessions**: growth of each node's resident memory while wrk
+  without a cookie creates sessions (one per request), scaled by the session count
+  the node reports (``/_node/status``).
+
+    python benchmarks/replication.py [--seconds 5] [--rounds 2] [--connections 16]
+
+Needs ``wrk``. Numbers move between runs on a shared machine: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from overhead import LUA, free_port, make_sessions, wrk  # benchmarks/overhead.py
+
+STORES = ["memory", "replicated", "backup"]
+SECRET = "benchmark-secret"
+NODE = "from sessionshare.cli.main import main; main()"
+
+
+@contextmanager
+def node(name: str, port: int, store: str, members: str, log: Path) -> Iterator[int]:
+    """One demo node; yields its pid once ``/healthz`` says 200 (state transfer done)."""
+    argv = [sys.executable, "-c", NODE, "--log-level", "warning", "node", "--name", name,
+            "--port", str(port), "--store", store]  # fmt: skip
+    if store != "memory":
+        argv += ["--members", members]
+    env = {**os.environ, "SESSIONSHARE_SECRET": SECRET}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"node {name} did not start; see {log}") from None
+                time.sleep(0.1)
+        yield proc.pid
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=10)
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of one process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def sessions_held(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_node/status", timeout=5) as resp:
+        return int(json.load(resp)["sessions"])
+
+
+def parallel_wrk(
+    jobs: list[tuple[str, Path | None]], script: Path, seconds: int, conns: int
+) -> list[tuple[float, float, int]]:
+    """One wrk per (url, ids file) at the same time; [(req/s, p99 ms, non-2xx)] in order."""
+    results: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * len(jobs)
+
+    def run(index: int, url: str, ids: Path | None) -> None:
+        results[index] = wrk(url, script, ids, seconds, conns)
+
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    return results
+
+
+def mean_latency_ms(url: str, script: Path, ids: Path, seconds: int) -> float:
+    """wrk's mean latency with one connection: the time of one request, end to end."""
+    argv = ["wrk", "-t1", "-c1", f"-d{seconds}s", "-s", str(script), url, "--", str(ids)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+    match = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
+    assert match is not None, out
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
+
+
+def measure(store: str, tmp: Path, script: Path, args: argparse.Namespace) -> dict[str, float]:
+    ports = [free_port(), free_port()]
+    members = " ".join(f"node{i + 1}=127.0.0.1:{free_port()}" for i in range(2))
+    with ExitStack() as stack:
+        pids = [
+            stack.enter_context(
+                node(f"node{i + 1}", port, store, members, tmp / f"{store}-node{i + 1}.log")
+            )
+            for i, port in enumerate(ports)
+        ]
+        ids = [make_sessions(port, 128) for port in ports]
+        files = []
+        for i in range(2):
+            path = tmp / f"{store}-{i}.ids"
+            # unshared memory: each node only knows its own; peers: every node serves all.
+            chosen = ids[i] if store == "memory" else ids[0] + ids[1]
+            path.write_text("\n".join(chosen) + "\n")
+            files.append(path)
+        urls = [f"http://127.0.0.1:{port}/api/session" for port in ports]
+        rounds = []
+        for _ in range(args.rounds):
+            runs = parallel_wrk(
+                list(zip(urls, files, strict=True)), script, args.seconds, args.connections // 2
+            )
+            rps = sum(r[0] for r in runs)
+            rounds.append((rps, max(r[1] for r in runs), sum(r[2] for r in runs)))
+        latency = mean_latency_ms(urls[1], script, files[1], args.seconds)
+        before = [rss(pid) for pid in pids]
+        held_before = sessions_held(ports[0])
+        parallel_wrk([(urls[0], None)], script, args.seconds, args.connections)
+        created = sessions_held(ports[0]) - held_before
+        growth = max(rss(pid) - b for pid, b in zip(pids, before, strict=True))
+    return {
+        "rps": statistics.median(r[0] for r in rounds),
+        "p99": statistics.median(r[1] for r in rounds),
+        "errors": sum(r[2] for r in rounds),
+        "latency": latency,
+        "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
+        "created": created,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--stores", default=",".join(STORES))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="sessionshare-bench-"))
+    script = tmp / "sessions.lua"
+    script.write_text(LUA)
+    print(
+        f"# peer replication vs unshared memory: 2 uvicorn nodes, GET /api/session (locked "
+        f"modify), wrk -t2 -c{args.connections // 2} per node x 2 nodes, {args.seconds}s, "
+        f"median of {args.rounds}; latency: -c1 on node2; memory: RSS growth per node"
+    )
+    print(
+        f"{'store':11} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} {'non-2xx':>7} "
+        f"{'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
+    )
+    baseline: dict[str, float] | None = None
+    for store in args.stores.split(","):
+        result = measure(store, tmp, script, args)
+        baseline = baseline or result
+        print(
+            f"{store:11} {result['rps']:8.0f} {result['rps'] / baseline['rps']:9.2f} "
+            f"{result['p99']:7.2f} {result['errors']:7.0f} {result['latency']:10.3f} "
+            f"{result['latency'] - baseline['latency']:8.3f} {result['mib_per_10k']:16.1f}"
+        )
+    print(f"# logs: {tmp}")
+
+
+if __name__ == "__main__":
+    main()
