@@ -151,16 +151,20 @@ class Channel(asyncio.Protocol):
             raise ConnectionResetError("connection closed")
         self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait while the write buffer is full; ``TimeoutError`` if it stays full."""
         if self.closed:
             raise ConnectionResetError("connection closed")
         if not self._write_paused:
             return
         waiter = self.loop.create_future()
         self._drain_waiter = waiter
+        timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
         try:
             await waiter
         finally:
+            if timer is not None:
+                timer.cancel()
             self._drain_waiter = None
 
     def is_closing(self) -> bool:

@@ -447,7 +447,7 @@ class _ClientConnection:
             else:
                 conn.write(upstream_head)
                 await self._stream_request_body(conn, chunked)
-            await conn.drain()
+            await conn.drain(self.config.read_timeout)
             while True:
                 event = await conn.next_event(self.config.read_timeout)
                 assert isinstance(event, Head), event
@@ -470,14 +470,21 @@ class _ClientConnection:
     async def _stream_request_body(self, conn: Channel, chunked: bool) -> None:
         """Copy the client's body to the node as it arrives, enforcing ``max_body_bytes``."""
         limit = self.config.max_body_bytes
+        timeout = self.config.read_timeout
         total = 0
-        while (event := await self._event(self.config.read_timeout)) is not END:
+        while True:
+            try:
+                event = await self._event(timeout)
+            except TimeoutError:
+                raise _ClientGone from None  # the client stalled: not the node's fault
+            if event is END:
+                break
             assert isinstance(event, bytes)
             total += len(event)
             if total > limit:
                 raise _HttpError(413, "Request body too large.")
             conn.write(chunk(event) if chunked else event)
-            await conn.drain()
+            await conn.drain(timeout)  # a node that stops reading times out as one that is mute
         if chunked:
             conn.write(_LAST_CHUNK)
 
