@@ -13,7 +13,11 @@ For each store (``memory``, ``replicated``, ``backup``) starts the same two demo
   without a cookie creates sessions (one per request), scaled by the session count
   the node reports (``/_node/status``).
 
-    python benchmarks/replication.py [--seconds 5] [--rounds 2] [--connections 16]
+    python benchmarks/replication.py [--seconds 5] [--rounds 2] [--connections 16] [--drill 5]
+
+``--drill N`` also measures the risk of ``replication_async``: N times, twenty clients
+increment their counters on node 1, which is then ``kill -9``-ed; how many of the
+counts node 1 had answered are missing on node 2, synchronous vs asynchronous.
 
 Needs ``wrk``. Numbers move between runs on a shared machine: compare within one run.
 """
@@ -21,6 +25,7 @@ Needs ``wrk``. Numbers move between runs on a shared machine: compare within one
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -38,7 +43,8 @@ from pathlib import Path
 
 from overhead import LUA, free_port, make_sessions, wrk  # benchmarks/overhead.py
 
-STORES = ["memory", "replicated", "backup"]
+#: ``+async``: the same store with ``replication_async = true`` (answer before acks).
+STORES = ["memory", "replicated", "backup", "replicated+async"]
 SECRET = "benchmark-secret"
 NODE = "from sessionshare.cli.main import main; main()"
 
@@ -46,10 +52,13 @@ NODE = "from sessionshare.cli.main import main; main()"
 @contextmanager
 def node(name: str, port: int, store: str, members: str, log: Path) -> Iterator[int]:
     """One demo node; yields its pid once ``/healthz`` says 200 (state transfer done)."""
+    kind, _, mode = store.partition("+")
     argv = [sys.executable, "-c", NODE, "--log-level", "warning", "node", "--name", name,
-            "--port", str(port), "--store", store]  # fmt: skip
-    if store != "memory":
+            "--port", str(port), "--store", kind]  # fmt: skip
+    if kind != "memory":
         argv += ["--members", members]
+    if mode == "async":
+        argv += ["-o", "replication_async=true"]
     env = {**os.environ, "SESSIONSHARE_SECRET": SECRET}
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -152,12 +161,80 @@ def measure(store: str, tmp: Path, script: Path, args: argparse.Namespace) -> di
     }
 
 
+def get(port: int, cookie: str | None, path: str = "/api/session") -> tuple[str | None, int]:
+    """(cookie, count) of one request; raises OSError when the node is gone."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if cookie:
+        request.add_header("Cookie", f"SESSIONID={cookie}")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        match = re.match(r"SESSIONID=([^;]*)", resp.headers.get("Set-Cookie") or "")
+        return (match[1] if match else cookie), int(json.load(resp)["count"])
+
+
+def increment(
+    port: int, index: int, last: list[tuple[str | None, int]], stop: threading.Event
+) -> None:
+    """One client: increment until told to stop or the node is gone; keep the last answer."""
+    cookie: str | None = None
+    for _ in range(10_000):  # bounded; the kill ends it well before
+        if stop.is_set():
+            return
+        try:
+            cookie, count = get(port, cookie)
+        except (OSError, http.client.HTTPException):  # killed, maybe mid-response
+            return
+        last[index] = (cookie, count)
+
+
+def drill(store: str, tmp: Path, kills: int, clients: int) -> tuple[int, int]:
+    """``kill -9`` the node clients talk to, mid-run, ``kills`` times: how many writes
+    that were answered 200 are missing on the survivor? (acknowledged, lost)."""
+    acknowledged = lost = 0
+    for attempt in range(kills):
+        ports = [free_port(), free_port()]
+        members = " ".join(f"node{i + 1}=127.0.0.1:{free_port()}" for i in range(2))
+        with ExitStack() as stack:
+            pids = [
+                stack.enter_context(
+                    node(f"node{i + 1}", p, store, members, tmp / f"drill-{attempt}-{i}.log")
+                )
+                for i, p in enumerate(ports)
+            ]
+            last: list[tuple[str | None, int]] = [(None, 0)] * clients
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=increment, args=(ports[0], i, last, stop))
+                for i in range(clients)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.5)
+            os.kill(pids[0], 9)
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+            for cookie, count in last:
+                if cookie is None:
+                    continue
+                acknowledged += 1
+                _, seen = get(ports[1], cookie, "/api/session?peek=1")
+                lost += seen < count
+    return acknowledged, lost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--stores", default=",".join(STORES))
+    parser.add_argument(
+        "--drill",
+        type=int,
+        default=0,
+        metavar="KILLS",
+        help="also kill -9 a node KILLS times under load: acknowledged writes lost, sync vs async",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -170,7 +247,7 @@ def main() -> None:
         f"median of {args.rounds}; latency: -c1 on node2; memory: RSS growth per node"
     )
     print(
-        f"{'store':11} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} {'non-2xx':>7} "
+        f"{'store':16} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} {'non-2xx':>7} "
         f"{'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
     )
     baseline: dict[str, float] | None = None
@@ -178,10 +255,16 @@ def main() -> None:
         result = measure(store, tmp, script, args)
         baseline = baseline or result
         print(
-            f"{store:11} {result['rps']:8.0f} {result['rps'] / baseline['rps']:9.2f} "
+            f"{store:16} {result['rps']:8.0f} {result['rps'] / baseline['rps']:9.2f} "
             f"{result['p99']:7.2f} {result['errors']:7.0f} {result['latency']:10.3f} "
             f"{result['latency'] - baseline['latency']:8.3f} {result['mib_per_10k']:16.1f}"
         )
+    if args.drill:
+        print(f"# kill -9 of the node 20 clients talk to, {args.drill} times: last answered")
+        print("# count of each client vs what the surviving node has")
+        for store in ("replicated", "replicated+async"):
+            acknowledged, lost = drill(store, tmp, args.drill, 20)
+            print(f"{store:17} acknowledged {acknowledged:4d}   lost {lost:4d}")
     print(f"# logs: {tmp}")
 
 

@@ -80,6 +80,10 @@ CONNECT_TIMEOUT = 0.5
 PROBE_TIMEOUT = 1.0
 #: a state-transfer chunk: bounded so a member never buffers a whole table.
 CHUNK_BYTES = 256 * 1024
+#: seconds before retrying an operation whose link broke (times the attempt number).
+RETRY_PAUSE = 0.05
+#: rankings cached per member (a token and a few names each).
+RANK_CACHE = 50_000
 #: attempts of one operation across owner changes (dead owner -> next owner).
 ATTEMPTS = 4
 #: binding the replication port is retried this often (about 4.5 s in all): a port in
@@ -190,6 +194,8 @@ class ReplicationNode:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._probing: set[str] = set()
         self._ready_peers: list[str] | None = None
+        #: token -> ranking, while this member is (not) fresh: ``_ranked``.
+        self._ranks: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
         self._receivers_all: list[str] | None = None
         self._placed_for: list[str] | None = None
         self._sync_task: asyncio.Future[None] | None = None
@@ -301,8 +307,19 @@ class ReplicationNode:
         ranked = rank(token, ready)
         return ranked if self.copies is None else ranked[: self.copies]
 
+    def _ranked(self, token: str) -> list[str]:
+        """``rank`` over the ready members, cached until the view changes (it is asked
+        two or three times per request, and each asks a hash per member)."""
+        cache = self._ranks[self.fresh]
+        ranked = cache.get(token)
+        if ranked is None:
+            if len(cache) >= RANK_CACHE:
+                cache.clear()
+            ranked = cache[token] = rank(token, self.ready_members())
+        return ranked
+
     def owner(self, key: str) -> str:
-        return self.holders(token_of(key), self.ready_members())[0]
+        return self._ranked(token_of(key))[0]
 
     def holds(self, key: str) -> bool:
         """Whether this member may answer a read of ``key`` from its own table."""
@@ -310,7 +327,7 @@ class ReplicationNode:
             return False
         if self.copies is None:
             return True
-        return self.name in self.holders(token_of(key), self.ready_members())
+        return self.name in self._ranked(token_of(key))[: self.copies]
 
     def _receivers(self, key: str) -> list[str]:
         """Who gets this owner's changes to ``key``: the other holders, and members
@@ -321,15 +338,19 @@ class ReplicationNode:
             return list(self._receivers_all)
         token = token_of(key)
         ready = self.ready_members()
-        if self.name not in ready:
+        if self.name in ready:
+            holders = self._ranked(token)[: self.copies]
+        else:
             ready = [*ready, self.name]
-        targets = [m for m in self.holders(token, ready) if m != self.name]
+            holders = self.holders(token, ready)
+        targets = [m for m in holders if m != self.name]
         for name in self.view.with_status(Status.SYNCING):
             if name in self.holders(token, [*ready, name]):
                 targets.append(name)
         return targets
 
     def _view_changed(self) -> None:
+        self._ranks = ({}, {})
         self._ready_peers = None
         self._receivers_all = None
         if self.status is Status.READY:
@@ -367,7 +388,7 @@ class ReplicationNode:
         if len(tokens) > 1:
             return [(await self.execute([op]))[0] for op in ops]
         key = ops[0].key
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             owner = self.owner(key)
             if owner == self.name:
                 return await self._execute_here(ops)
@@ -384,7 +405,11 @@ class ReplicationNode:
             except ConnectionRefusedError:
                 self._drop(owner, "refuses connections (process gone)")
                 continue
-            except OSError:  # the link broke: the next attempt reconnects or finds it dead
+            except OSError as exc:  # the link broke: the next attempt reconnects or finds it dead
+                log.debug("member %s: %s failed on %s: %r; retrying", self.name, key, owner, exc)
+                # A process being killed still completes TCP handshakes from its backlog
+                # for a moment; give it that moment to refuse connections outright.
+                await asyncio.sleep(RETRY_PAUSE * (attempt + 1))
                 continue
             except RemoteError as exc:
                 raise StoreUnavailable(f"member {owner}: {exc}") from None
