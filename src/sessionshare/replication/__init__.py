@@ -1,6 +1,7 @@
 """Peer replication: app nodes share sessions with no external server (SPEC §4).
 
-- ``frames.py``: the signed wire format; ``transport.py``: asyncio TCP links;
+- ``frames.py``: the signed wire format; ``messages.py``: operations on the wire;
+- ``transport.py``: asyncio TCP links;
 - ``membership.py``: static members, heartbeats, failure detection;
 - ``placement.py``: rendezvous hashing (owner, primary, backup);
 - ``table.py``: one member's versioned copy of the keys;

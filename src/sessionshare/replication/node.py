@@ -45,11 +45,11 @@ import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Hashable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
-from sessionshare.errors import StoreError, StoreTimeout, StoreUnavailable
+from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Write
+from sessionshare.errors import StoreTimeout, StoreUnavailable
 from sessionshare.replication.frames import derive_key
 from sessionshare.replication.membership import (
     DROP_AFTER,
@@ -59,15 +59,21 @@ from sessionshare.replication.membership import (
     Status,
     own_slots,
 )
+from sessionshare.replication.messages import (
+    Op,
+    as_version,
+    decode_op,
+    decode_result,
+    encode_op,
+    encode_result,
+)
 from sessionshare.replication.placement import rank, token_of
 from sessionshare.replication.table import Entry, Table, TableFull
 from sessionshare.replication.transport import Link, RemoteError, connect
 
-__all__ = ["REMOTE", "ReplicationNode", "as_version"]
+__all__ = ["REMOTE", "ReplicationNode"]
 
 log = logging.getLogger("sessionshare.replication")
-
-Op = Get | Write | Add | Delete | Touch
 
 #: ``read_local``'s answer when the key must be read from its owner instead.
 REMOTE: Any = object()
@@ -91,55 +97,6 @@ ATTEMPTS = 4
 BIND_ATTEMPTS = 10
 #: a table sweep every this many heartbeats (2 s).
 SWEEP_EVERY = 4
-
-
-def _encode_op(op: Op) -> list[Any]:
-    if isinstance(op, Get):
-        return ["g", op.key, op.touch]
-    if isinstance(op, Write):
-        version = None if op.version is None else list(op.version)  # type: ignore[call-overload]
-        return ["w", op.key, op.value, op.ttl, version]
-    if isinstance(op, Add):
-        return ["a", op.key, op.value, op.ttl]
-    if isinstance(op, Delete):
-        return ["d", op.key]
-    return ["t", op.key, op.ttl]
-
-
-def _decode_op(wire: Sequence[Any]) -> Op:
-    code, key = wire[0], str(wire[1])
-    if code == "g":
-        return Get(key=key, touch=None if wire[2] is None else float(wire[2]))
-    if code == "w":
-        version = None if wire[4] is None else (int(wire[4][0]), int(wire[4][1]))
-        return Write(key=key, value=bytes(wire[2]), ttl=float(wire[3]), version=version)
-    if code == "a":
-        return Add(key=key, value=bytes(wire[2]), ttl=float(wire[3]))
-    if code == "d":
-        return Delete(key=key)
-    if code == "t":
-        return Touch(key=key, ttl=float(wire[2]))
-    raise ValueError(f"unknown operation {code!r}")
-
-
-def _encode_result(result: Any) -> Any:
-    if isinstance(result, Record):
-        return ["r", result.value, *result.version]  # type: ignore[misc]
-    if isinstance(result, Stored):
-        return ["s", *result.version]  # type: ignore[misc]
-    if isinstance(result, StoreError):
-        return ["e", str(result)]
-    return result
-
-
-def _decode_result(wire: Any) -> Any:
-    if isinstance(wire, list):
-        if wire[0] == "r":
-            return Record(bytes(wire[1]), (int(wire[2]), int(wire[3])))
-        if wire[0] == "s":
-            return Stored((int(wire[1]), int(wire[2])))
-        return StoreUnavailable(str(wire[1]))
-    return wire
 
 
 class ReplicationNode:
@@ -394,7 +351,7 @@ class ReplicationNode:
                 return await self._execute_here(ops)
             try:
                 link = await self._link(owner)
-                wire = [_encode_op(op) for op in ops]
+                wire = [encode_op(op) for op in ops]
                 reply = await link.request("exec", [wire], self.exec_timeout)
             except TimeoutError:
                 self._suspect(owner)
@@ -419,7 +376,7 @@ class ReplicationNode:
                 continue
             results, entries = reply
             self._merge(entries)
-            return [_decode_result(result) for result in results]
+            return [decode_result(result) for result in results]
         raise StoreUnavailable(f"no member could take the operation on {key}")
 
     # -- the owner's side ---------------------------------------------------------------------
@@ -609,7 +566,7 @@ class ReplicationNode:
         assert peer is not None
         self.view.heard_from(peer, time.monotonic())
         if method == "exec":
-            return self._serve_exec(peer, [_decode_op(op) for op in args[0]])
+            return self._serve_exec(peer, [decode_op(op) for op in args[0]])
         if method == "apply":
             return self._merge(args[0])
         if method == "status":
@@ -661,7 +618,7 @@ class ReplicationNode:
             # meanwhile were given up by their sender (and others may own these keys now).
             return ["busy", int(Status.SYNCING), self.incarnation, self.epoch]
         results, entries, pushes, wait = self._apply_batch(ops, requester)
-        reply = [[_encode_result(result) for result in results], entries]
+        reply = [[encode_result(result) for result in results], entries]
         if not pushes:
             return reply
         if not wait:
@@ -938,11 +895,3 @@ class ReplicationNode:
             "syncs": self.counters["syncs"],
             "peers": peers,
         }
-
-
-def as_version(version: Hashable | None) -> tuple[int, int] | None:
-    """A version as the table compares it (msgpack turns tuples into lists)."""
-    if version is None:
-        return None
-    seq, nonce = version  # type: ignore[misc]
-    return (int(seq), int(nonce))

@@ -23,7 +23,8 @@ from sessionshare.config import SessionConfig
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
 from sessionshare.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from sessionshare.replication.membership import parse_members
-from sessionshare.replication.node import ATTEMPTS, REMOTE, Op, ReplicationNode
+from sessionshare.replication.messages import Op
+from sessionshare.replication.node import ATTEMPTS, REMOTE, ReplicationNode
 from sessionshare.stores.base import AsyncStore, Store, StoreOp
 
 __all__ = ["AsyncPeerStore", "PeerStore", "build_node"]
