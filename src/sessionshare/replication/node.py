@@ -803,6 +803,10 @@ class ReplicationNode:
                         received += task.result()
             self.status = Status.READY
             self.last_tick = time.monotonic()
+            self._view_changed()
+            # Placement as of now: the sessions just received are placed for this view,
+            # and any later change is compared with it (``_realign``).
+            self._placed_for = self.ready_members()
             log.info(
                 "member %s ready (%s, epoch %d): %d entries from %s in %.2fs; %d held",
                 self.name,
@@ -842,7 +846,7 @@ class ReplicationNode:
         ready = self.ready_members()
         previous, self._placed_for = self._placed_for, ready
         if previous is None or not self.fresh:
-            return  # first view: the state transfer just filled this member
+            return
         batches: dict[str, list[str]] = defaultdict(list)
         for key, entry in self.table.snapshot():
             token = token_of(key)
