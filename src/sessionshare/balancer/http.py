@@ -67,6 +67,9 @@ class Head:
     size: int  # bytes of start line + headers, for the 431 limit
     content_length: int | None
     chunked: bool
+    #: Header names (lowercase) that are hop-by-hop for this message: the fixed set plus
+    #: any listed in its ``Connection`` header (RFC 9110 §7.6.1).
+    hop_by_hop: frozenset[bytes]
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -75,13 +78,9 @@ class Head:
         return None
 
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in ``Connection:`` are hop-by-hop too (RFC 9110 §7.6.1)."""
-    tokens: set[bytes] = set()
-    for key, value in headers:
-        if key.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """Header names listed in a ``Connection:`` value are hop-by-hop too (RFC 9110 §7.6.1)."""
+    return frozenset(t.strip().lower() for t in value.split(b","))
 
 
 class MessageEvents:
@@ -130,12 +129,15 @@ class MessageEvents:
         parser = self.parser
         content_length: int | None = None
         chunked = False
+        hop_by_hop = HOP_BY_HOP
         for key, value in self._headers:
             lower = key.lower()
             if lower == b"content-length":
                 content_length = int(value)  # llhttp already rejected non-digits
             elif lower == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
+            elif lower == b"connection":
+                hop_by_hop = hop_by_hop | connection_tokens(value)
         if isinstance(parser, httptools.HttpRequestParser):
             method, status = parser.get_method(), 0
         else:
@@ -151,6 +153,7 @@ class MessageEvents:
                 self._size + 16,
                 None if chunked else content_length,
                 chunked,
+                hop_by_hop,
             )
         )
 

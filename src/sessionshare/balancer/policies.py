@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen __init__ is slower
 class RequestInfo:
     """What a policy may look at: the client address and the ``Cookie`` header."""
 

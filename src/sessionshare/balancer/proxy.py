@@ -31,7 +31,6 @@ from sessionshare.balancer.http import (
     End,
     Head,
     chunk,
-    connection_tokens,
     error_response,
 )
 from sessionshare.balancer.policies import RequestInfo, make_policy
@@ -59,6 +58,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 #: Headers the balancer sets itself on the way to a node.
 _REPLACED = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-for", b"expect"})
+_DROP = HOP_BY_HOP | _REPLACED
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -365,7 +365,7 @@ class _ClientConnection:
 
     def _upstream_head(self, head: Head, body: bytes | None) -> bytes:
         """The request head for a node: hop-by-hop out, forwarding headers in, Host kept."""
-        drop = HOP_BY_HOP | _REPLACED | connection_tokens(head.headers)
+        drop = _DROP if head.hop_by_hop is HOP_BY_HOP else head.hop_by_hop | _REPLACED
         out = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target)]
         forwarded_for: bytes | None = None
         has_host = False
@@ -503,7 +503,7 @@ class _ClientConnection:
         else:
             reframe = False  # an HTTP/1.0 client: the end of the body is our close
             keep_client = False
-        drop = HOP_BY_HOP | connection_tokens(response.headers)
+        drop = response.hop_by_hop
         out = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.target)]
         for key, value in response.headers:
             if key.lower() not in drop:
