@@ -10,6 +10,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from sessionshare.config import SessionConfig
+from sessionshare.core.session import Session
 from sessionshare.demo.views import (
     NodeInfo,
     merge_into_session,
@@ -23,19 +24,25 @@ from sessionshare.web.asgi import SessionMiddleware
 __all__ = ["create_app", "create_app_from_env"]
 
 
+def _session(request: Request) -> Session:
+    """``request.session`` is typed as a dict by Starlette; ours is a ``Session``."""
+    session: Session = request.scope["session"]
+    return session
+
+
 def create_app(node: NodeInfo, config: SessionConfig) -> SessionMiddleware:
     """The demo app for ``node``, wrapped in the session middleware."""
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(render_page(session_payload(request.session, node, peek=False)))
+        return HTMLResponse(render_page(session_payload(_session(request), node, peek=False)))
 
     async def get_session(request: Request) -> Response:
         peek = request.query_params.get("peek") not in (None, "", "0")
-        return JSONResponse(session_payload(request.session, node, peek=peek))
+        return JSONResponse(session_payload(_session(request), node, peek=peek))
 
     async def post_session(request: Request) -> Response:
         try:
-            result = merge_into_session(request.session, await request.json())
+            result = merge_into_session(_session(request), await request.json())
         except (JSONDecodeError, UnicodeDecodeError):
             result = None
         if result is None:
@@ -43,7 +50,7 @@ def create_app(node: NodeInfo, config: SessionConfig) -> SessionMiddleware:
         return JSONResponse(result)
 
     async def logout(request: Request) -> Response:
-        request.session.invalidate()
+        _session(request).invalidate()
         return JSONResponse({"logged_out": True})
 
     async def healthz(request: Request) -> Response:
