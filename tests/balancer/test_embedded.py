@@ -122,3 +122,22 @@ def test_status_hook_and_dashboard_mount_in_process(
     assert proxied == "n1"
     assert text.startswith("<Balancer serving http://127.0.0.1:")
     assert "policy=round-robin nodes=1/1 up requests=3" in text
+
+
+@builtin_only
+def test_a_client_leaving_mid_download_frees_the_node_connection(
+    upstreams: dict[str, ManagedProcess], balancer_factory: BalancerFactory
+) -> None:
+    balancer = balancer_factory([upstreams["n1"]])
+    with httpx.Client(base_url=balancer.url, timeout=10) as client:
+        with client.stream("GET", f"/bytes?n={200 * 1024 * 1024}") as response:
+            next(response.iter_raw(1024 * 1024))
+        # The client closed its connection mid-body: the node's connection must not
+        # stay busy or go back to the pool half-read.
+
+        def idle() -> bool:
+            node = client.get("/_cluster/status").json()["nodes"][0]
+            return bool(node["in_flight"] == 0)
+
+        wait_for(idle, lambda: "n1 still has a request in flight")
+        assert client.get("/name").text == "n1"

@@ -155,3 +155,23 @@ def test_post_goes_on_when_a_node_refuses_the_connection(
     assert [(a.status_code, a.content) for a in answers] == [(200, b"hi")] * 4
     after = httpx.get(f"{upstreams['n1'].url}/count", timeout=5).json()["POST /echo"]
     assert after - before == 4
+
+
+def test_a_restarted_node_rejoins(
+    server_pool: ProcessPool, balancer_factory: BalancerFactory
+) -> None:
+    n1, n2 = start_all(
+        server_pool,
+        [upstream_process("n1", server_pool.log_dir), upstream_process("n2", server_pool.log_dir)],
+    )
+    balancer = balancer_factory([n1, n2], "--fail-timeout", "1", "--health-interval", "0.2")
+    with httpx.Client(base_url=balancer.url, timeout=10) as http:
+        n1.kill()
+        assert {http.get("/name").text for _ in range(6)} == {"n2"}
+        n1.restart()  # same port, new process
+        deadline = time.monotonic() + 10
+        served: set[str] = set()
+        while served != {"n1", "n2"} and time.monotonic() < deadline:
+            served.add(http.get("/name").text)
+            time.sleep(0.05)
+    assert served == {"n1", "n2"}
