@@ -6,6 +6,8 @@ matter, and run with both the embedded balancer and nginx.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections import Counter
@@ -175,3 +177,40 @@ def test_a_restarted_node_rejoins(
             served.add(http.get("/name").text)
             time.sleep(0.05)
     assert served == {"n1", "n2"}
+
+
+class GarbageNode:
+    """A "node" that answers every request with a malformed response head."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):  # the socket closes at the end of the test
+            while True:
+                conn, _ = self._server.accept()
+                with conn:
+                    conn.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data and (more := conn.recv(4096)):
+                        data += more
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nno colon in this line\r\n\r\n")
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_malformed_response_is_retried_on_another_node(
+    upstreams: dict[str, ManagedProcess], balancer_factory: BalancerFactory
+) -> None:
+    garbage = GarbageNode("bad")
+    try:
+        balancer = balancer_factory([garbage, upstreams["n1"]])  # type: ignore[list-item]
+        answers = [httpx.get(f"{balancer.url}/name", timeout=10) for _ in range(4)]
+    finally:
+        garbage.close()
+    assert [(a.status_code, a.text) for a in answers] == [(200, "n1")] * 4

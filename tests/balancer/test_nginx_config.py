@@ -27,7 +27,7 @@ def test_round_robin_upstream_has_weights_and_passive_health() -> None:
     text = render_config(config("round-robin"))
     assert "server 127.0.0.1:9001 weight=3 max_fails=1 fail_timeout=10s;" in text
     assert "server 127.0.0.1:9002 weight=1 max_fails=1 fail_timeout=10s;" in text
-    assert "proxy_next_upstream error timeout http_502;" in text
+    assert "proxy_next_upstream error timeout invalid_header http_502;" in text
     assert "client_max_body_size 10485760;" in text
     assert "proxy_set_header Host $http_host;" in text
 
@@ -58,7 +58,8 @@ def test_sticky_from_1_29_6_uses_sticky_route() -> None:
 
 def test_retry_post_adds_non_idempotent() -> None:
     cfg = BalancerConfig(nodes=NODES, retry_post=True)
-    assert "proxy_next_upstream error timeout http_502 non_idempotent;" in render_config(cfg)
+    expected = "proxy_next_upstream error timeout invalid_header http_502 non_idempotent;"
+    assert expected in render_config(cfg)
 
 
 def test_cli_prints_the_config_for_an_explicit_version() -> None:

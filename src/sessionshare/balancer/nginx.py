@@ -148,7 +148,10 @@ def render_config(
     host = f"[{config.host}]" if ":" in config.host else config.host
     listen = f"{host}:{config.port}"
     upstreams, target = _balancing(config, version)
-    next_upstream = "error timeout http_502" + (" non_idempotent" if config.retry_post else "")
+    # invalid_header: a malformed response head is retried, as the embedded balancer does.
+    next_upstream = "error timeout invalid_header http_502" + (
+        " non_idempotent" if config.retry_post else ""
+    )
     user = [f"user {run_as};"] if run_as else []
     header_kib = max(1, config.max_header_bytes // 1024)
     lines = [
