@@ -236,6 +236,7 @@ class NginxProcess:
         self.config = config
         self.binary = find_nginx(binary)
         self.version = nginx_version(self.binary)
+        self._owns_prefix = prefix is None
         self.prefix = Path(prefix or tempfile.mkdtemp(prefix="sessionshare-nginx-"))
         self.worker_processes = worker_processes
         self.process: subprocess.Popen[bytes] | None = None
@@ -312,6 +313,11 @@ class NginxProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def cleanup(self) -> None:
+        """Remove the prefix directory if we created it (a temp dir) and nginx is gone."""
+        if self._owns_prefix and (self.process is None or self.process.poll() is not None):
+            shutil.rmtree(self.prefix, ignore_errors=True)
 
     def __repr__(self) -> str:
         if self.process is None:

@@ -157,6 +157,7 @@ def _run_nginx(config: BalancerConfig, prefix: Path | None, nginx_bin: str) -> N
     try:
         process.start()
     except SessionShareError as exc:
+        process.cleanup()
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"nginx {'.'.join(map(str, process.version))} on {process.url} (prefix {process.prefix})",
@@ -169,9 +170,12 @@ def _run_nginx(config: BalancerConfig, prefix: Path | None, nginx_bin: str) -> N
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
+    code = 0
     with contextlib.suppress(KeyboardInterrupt):
         code = process.wait()
     process.stop()
+    if code <= 0:  # stopped by us or a signal: the temp prefix (logs) is not needed
+        process.cleanup()
     sys.exit(code if code > 0 else 0)
 
 
