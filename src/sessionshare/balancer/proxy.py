@@ -3,12 +3,13 @@
 One coroutine per client connection reads requests in order (keep-alive, pipelining),
 picks a node through the policy, sends the request on a pooled keep-alive connection and
 streams the response back. Bodies are never held whole unless small (≤ 64 KiB, so they
-can be replayed on another node): a 100 MiB upload or download flows through with the
-stream buffers' few hundred KiB, with ``drain()`` carrying back-pressure both ways.
+can be replayed on another node): a 100 MiB upload or download flows through a few hundred
+KiB of buffers (``channel.py``), with back-pressure both ways.
 
-Retries follow nginx's ``proxy_next_upstream error timeout http_502``: only before a byte
-of the response reached the client, only for idempotent methods (POST with
-``retry_post``), and never for a request body that was already streamed away.
+Retries follow nginx's ``proxy_next_upstream error timeout invalid_header http_502``: only
+before a byte of the response reached the client, only for idempotent methods (POST with
+``retry_post``), and never for a request body that was already streamed away; a refused
+connection, which saw nothing of the request, moves any request on.
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ class _HttpError(Exception):
 
 
 class _NodeError(Exception):
-    """A node failed before its response head arrived. ``kind``: connect, timeout, broken."""
+    """A node failed before anything of its response reached the client.
+
+    ``kind``: connect, timeout or broken; ``got_bytes``: whether the node had answered
+    anything at all (a reused connection that got nothing was merely stale).
+    """
 
     def __init__(self, kind: str, got_bytes: bool = False) -> None:
         super().__init__(kind)
