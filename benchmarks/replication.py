@@ -1,7 +1,9 @@
 """Peer replication's cost: req/s, added latency and memory, vs the unshared memory store.
 
-For each store (``memory``, ``replicated``, ``backup``) starts the same two demo nodes
-(uvicorn, one worker each) and measures, in one run:
+For each store (``memory``, ``replicated``, ``backup``, and ``replicated`` with
+``replication_async``) starts two demo nodes (uvicorn, one worker each), all at once, and
+measures in rounds that alternate between the stores (drift on a shared machine then
+hits all of them alike):
 
 - **req/s** of ``GET /api/session`` (a locked modify: lock, read, write, unlock) with
   one wrk per node in parallel, summed. With ``memory`` each node serves the sessions it
@@ -13,7 +15,7 @@ For each store (``memory``, ``replicated``, ``backup``) starts the same two demo
   without a cookie creates sessions (one per request), scaled by the session count
   the node reports (``/_node/status``).
 
-    python benchmarks/replication.py [--seconds 5] [--rounds 2] [--connections 16] [--drill 5]
+    python benchmarks/replication.py [--seconds 5] [--rounds 3] [--connections 16] [--drill 4]
 
 ``--drill N`` also measures the risk of ``replication_async``: N times, twenty clients
 increment their counters on node 1, which is then ``kill -9``-ed; how many of the
@@ -39,6 +41,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from overhead import LUA, free_port, make_sessions, wrk  # benchmarks/overhead.py
@@ -119,46 +122,70 @@ def mean_latency_ms(url: str, script: Path, ids: Path, seconds: int) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
 
 
-def measure(store: str, tmp: Path, script: Path, args: argparse.Namespace) -> dict[str, float]:
+@dataclass
+class Pair:
+    """Two running nodes of one store, with the session ids each wrk will use."""
+
+    store: str
+    ports: list[int]
+    pids: list[int]
+    ids_files: list[Path]
+    rounds: list[tuple[float, float, int]] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/api/session" for port in self.ports]
+
+
+def start_pair(stack: ExitStack, store: str, tmp: Path) -> Pair:
     ports = [free_port(), free_port()]
     members = " ".join(f"node{i + 1}=127.0.0.1:{free_port()}" for i in range(2))
-    with ExitStack() as stack:
-        pids = [
-            stack.enter_context(
-                node(f"node{i + 1}", port, store, members, tmp / f"{store}-node{i + 1}.log")
-            )
-            for i, port in enumerate(ports)
-        ]
-        ids = [make_sessions(port, 128) for port in ports]
-        files = []
-        for i in range(2):
-            path = tmp / f"{store}-{i}.ids"
-            # unshared memory: each node only knows its own; peers: every node serves all.
-            chosen = ids[i] if store == "memory" else ids[0] + ids[1]
-            path.write_text("\n".join(chosen) + "\n")
-            files.append(path)
-        urls = [f"http://127.0.0.1:{port}/api/session" for port in ports]
-        rounds = []
-        for _ in range(args.rounds):
-            runs = parallel_wrk(
-                list(zip(urls, files, strict=True)), script, args.seconds, args.connections // 2
-            )
+    pids = [
+        stack.enter_context(node(f"node{i + 1}", port, store, members, tmp / f"{store}-{i}.log"))
+        for i, port in enumerate(ports)
+    ]
+    ids = [make_sessions(port, 128) for port in ports]
+    files = []
+    for i in range(2):
+        path = tmp / f"{store}-{i}.ids"
+        # unshared memory: each node only knows its own; peers: every node serves all.
+        chosen = ids[i] if store == "memory" else ids[0] + ids[1]
+        path.write_text("\n".join(chosen) + "\n")
+        files.append(path)
+    return Pair(store, ports, pids, files)
+
+
+def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[dict[str, float]]:
+    """Rounds alternate between the stores, so drift on a shared machine hits all alike."""
+    for _ in range(args.rounds):
+        for pair in pairs:
+            jobs: list[tuple[str, Path | None]] = list(zip(pair.urls, pair.ids_files, strict=True))
+            runs = parallel_wrk(jobs, script, args.seconds, args.connections // 2)
             rps = sum(r[0] for r in runs)
-            rounds.append((rps, max(r[1] for r in runs), sum(r[2] for r in runs)))
-        latency = mean_latency_ms(urls[1], script, files[1], args.seconds)
-        before = [rss(pid) for pid in pids]
-        held_before = sessions_held(ports[0])
-        parallel_wrk([(urls[0], None)], script, args.seconds, args.connections)
-        created = sessions_held(ports[0]) - held_before
-        growth = max(rss(pid) - b for pid, b in zip(pids, before, strict=True))
-    return {
-        "rps": statistics.median(r[0] for r in rounds),
-        "p99": statistics.median(r[1] for r in rounds),
-        "errors": sum(r[2] for r in rounds),
-        "latency": latency,
-        "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
-        "created": created,
-    }
+            pair.rounds.append((rps, max(r[1] for r in runs), sum(r[2] for r in runs)))
+    latencies: dict[str, list[float]] = {pair.store: [] for pair in pairs}
+    for _ in range(args.rounds):
+        for pair in pairs:
+            latencies[pair.store].append(
+                mean_latency_ms(pair.urls[1], script, pair.ids_files[1], args.seconds)
+            )
+    results = []
+    for pair in pairs:
+        before = [rss(pid) for pid in pair.pids]
+        held_before = sessions_held(pair.ports[0])
+        parallel_wrk([(pair.urls[0], None)], script, args.seconds, args.connections)
+        created = sessions_held(pair.ports[0]) - held_before
+        growth = max(rss(pid) - b for pid, b in zip(pair.pids, before, strict=True))
+        results.append(
+            {
+                "rps": statistics.median(r[0] for r in pair.rounds),
+                "p99": statistics.median(r[1] for r in pair.rounds),
+                "errors": sum(r[2] for r in pair.rounds),
+                "latency": statistics.median(latencies[pair.store]),
+                "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
+            }
+        )
+    return results
 
 
 def get(port: int, cookie: str | None, path: str = "/api/session") -> tuple[str | None, int]:
@@ -225,7 +252,7 @@ def drill(store: str, tmp: Path, kills: int, clients: int) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--stores", default=",".join(STORES))
     parser.add_argument(
@@ -244,16 +271,19 @@ def main() -> None:
     print(
         f"# peer replication vs unshared memory: 2 uvicorn nodes, GET /api/session (locked "
         f"modify), wrk -t2 -c{args.connections // 2} per node x 2 nodes, {args.seconds}s, "
-        f"median of {args.rounds}; latency: -c1 on node2; memory: RSS growth per node"
+        f"median of {args.rounds} alternating rounds; latency: -c1 on node2; memory: RSS "
+        "growth per node"
     )
     print(
         f"{'store':16} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} {'non-2xx':>7} "
         f"{'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
     )
-    baseline: dict[str, float] | None = None
-    for store in args.stores.split(","):
-        result = measure(store, tmp, script, args)
-        baseline = baseline or result
+    stores = args.stores.split(",")
+    with ExitStack() as stack:
+        pairs = [start_pair(stack, store, tmp) for store in stores]
+        results = measure(pairs, script, args)
+    baseline = results[0]
+    for store, result in zip(stores, results, strict=True):
         print(
             f"{store:16} {result['rps']:8.0f} {result['rps'] / baseline['rps']:9.2f} "
             f"{result['p99']:7.2f} {result['errors']:7.0f} {result['latency']:10.3f} "
