@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sessionshare.balancer.config import BalancerConfig, NodeSpec
@@ -41,6 +42,8 @@ UPSTREAM = "sessionshare"
 # What core.ids accepts (SPEC §2): 32 hex token, optional -storeNode, then .route.
 _ID_PREFIX = r"^[0-9a-f]{32}(?:-[A-Za-z0-9_]{1,32})?\."
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+#: nginx learnt ``-e`` (error log before the config is read) in 1.19.5.
+_ERROR_LOG_FLAG = (1, 19, 5)
 
 
 class NginxError(SessionShareError):
@@ -139,8 +142,13 @@ def render_config(
     *,
     worker_processes: int = 1,
     run_as: str | None = None,
+    extra_locations: Sequence[str] = (),
 ) -> str:
-    """The nginx.conf for ``config``; paths are relative to nginx's ``-p`` prefix."""
+    """The nginx.conf for ``config``; paths are relative to nginx's ``-p`` prefix.
+
+    ``extra_locations`` are whole ``location`` blocks placed before ``location /``
+    (the cluster supervisor adds ``/_cluster/`` this way).
+    """
     if _COOKIE_NAME.fullmatch(config.cookie_name) is None:
         raise ConfigError(
             f"cookie name {config.cookie_name!r} cannot be read by nginx's $cookie_ variable"
@@ -191,6 +199,7 @@ def render_config(
         '            return 503 "<!doctype html><h1>503 Service Unavailable</h1>'
         '<p>No healthy node is available. Try again shortly.</p>\\n";',
         "        }",
+        *(f"        {line}" for block in extra_locations for line in block.splitlines()),
         "        location / {",
         f"            proxy_pass {target};",
         "            proxy_http_version 1.1;",
@@ -232,8 +241,10 @@ class NginxProcess:
         *,
         binary: str = "nginx",
         worker_processes: int = 1,
+        extra_locations: Sequence[str] = (),
     ) -> None:
         self.config = config
+        self.extra_locations = tuple(extra_locations)
         self.binary = find_nginx(binary)
         self.version = nginx_version(self.binary)
         self._owns_prefix = prefix is None
@@ -256,23 +267,29 @@ class NginxProcess:
         # prefix (pytest's and mkdtemp's directories are 0700): keep them as the caller.
         run_as = "root" if os.geteuid() == 0 else None
         text = render_config(
-            self.config, self.version, worker_processes=self.worker_processes, run_as=run_as
+            self.config,
+            self.version,
+            worker_processes=self.worker_processes,
+            run_as=run_as,
+            extra_locations=self.extra_locations,
         )
         self.conf_path.write_text(text)
         return self.conf_path
 
-    def _command(self, *extra: str) -> list[str]:
-        # -e: without it nginx first opens its compiled-in /var/log/nginx/error.log, which
-        # a non-root user cannot write (the config's error_log only applies later).
-        return [
-            self.binary, "-p", f"{self.prefix}/", "-c", str(self.conf_path),
-            "-e", str(self.prefix / "logs" / "error.log"), *extra,
-        ]  # fmt: skip
+    def command(self, *extra: str) -> list[str]:
+        """The nginx command line for this prefix (``extra``: e.g. ``"-g", "daemon off;"``)."""
+        argv = [self.binary, "-p", f"{self.prefix}/", "-c", str(self.conf_path)]
+        # -e (nginx >= 1.19.5): without it nginx first opens its compiled-in
+        # /var/log/nginx/error.log, which a non-root user cannot write (the config's
+        # error_log only applies later).
+        if self.version >= _ERROR_LOG_FLAG:
+            argv += ["-e", str(self.prefix / "logs" / "error.log")]
+        return [*argv, *extra]
 
     def check(self) -> None:
         """``nginx -t``; raises ``NginxError`` with nginx's message when it fails."""
         result = subprocess.run(
-            self._command("-t", "-q"), capture_output=True, text=True, timeout=30, check=False
+            self.command("-t", "-q"), capture_output=True, text=True, timeout=30, check=False
         )
         if result.returncode != 0:
             raise NginxError(f"nginx -t rejected {self.conf_path}:\n{result.stderr.strip()}")
@@ -280,7 +297,7 @@ class NginxProcess:
     def start(self, timeout: float = 10.0) -> None:
         self.write()
         self.check()
-        self.process = subprocess.Popen(self._command("-g", "daemon off;"))
+        self.process = subprocess.Popen(self.command("-g", "daemon off;"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

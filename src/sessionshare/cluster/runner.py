@@ -37,7 +37,6 @@ from sessionshare.cluster.topology import (
     HOST,
     NodeTopology,
     Topology,
-    TopologyError,
     node_options,
     session_config,
 )
@@ -46,9 +45,6 @@ from sessionshare.stores.factory import create_store
 
 __all__ = ["ClusterRunner", "PortInUse", "check_ports"]
 
-#: nginx learnt ``-e`` (error log before the config is read) in 1.19.5.
-_NGINX_E_FLAG = (1, 19, 5)
-_NGINX_ANCHOR = "        location / {\n"
 
 
 class PortInUse(ConfigError):
@@ -211,28 +207,20 @@ class ClusterRunner:
 
     def _nginx_spec(self, config: BalancerConfig, status_port: int) -> ChildSpec:
         prefix = (self.run_dir / "nginx").resolve()
-        process = NginxProcess(config, prefix)
-        conf = process.write()
-        text = conf.read_text()
-        if _NGINX_ANCHOR not in text:
-            raise TopologyError(
-                "the generated nginx config has no `location /`; cannot add /_cluster/"
-            )
-        location = (
-            f"        location {PREFIX} {{\n"
-            f"            proxy_pass http://{HOST}:{status_port};\n"
-            "            proxy_http_version 1.1;\n"
-            "            proxy_set_header Host $http_host;\n"
-            "        }\n"
-            f"        location = {PREFIX.rstrip('/')} {{\n"
-            f"            return 301 {PREFIX};\n"
-            "        }\n"
+        dashboard = (
+            f"location {PREFIX} {{\n"
+            f"    proxy_pass http://{HOST}:{status_port};\n"
+            "    proxy_http_version 1.1;\n"
+            "    proxy_set_header Host $http_host;\n"
+            "}\n"
+            f"location = {PREFIX.rstrip('/')} {{\n"
+            f"    return 301 {PREFIX};\n"
+            "}"
         )
-        conf.write_text(text.replace(_NGINX_ANCHOR, location + _NGINX_ANCHOR, 1))
+        process = NginxProcess(config, prefix, extra_locations=[dashboard])
+        process.write()
         process.check()
-        argv = [process.binary, "-p", f"{prefix}/", "-c", str(conf)]
-        if process.version >= _NGINX_E_FLAG:
-            argv += ["-e", str(prefix / "logs" / "error.log")]
+        argv = process.command()
         port = config.port
         return ChildSpec(
             name="nginx",
