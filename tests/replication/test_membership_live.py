@@ -10,8 +10,9 @@ import msgpack
 import pytest
 
 from sessionshare.replication.frames import HEADER, Kind, derive_key, encode_frame
-from tests.replication.conftest import SECRET, ClusterFactory
+from tests.replication.conftest import SECRET, ClusterFactory, PeerCluster
 from tests.replication.helpers import Browser, Reply, retry_ok
+from tests.servers import ProcessPool, free_port
 
 STORES = ["replicated", "backup"]
 
@@ -143,3 +144,23 @@ def test_bad_frames_are_dropped_and_logged_and_the_member_keeps_serving(
     assert Browser().get(node1, "/_node/status").body["store"]["frames_dropped"] >= 7
     assert node1.probe() and node1.running
     assert browser.get(node2).count == 2 and browser.get(node1).count == 3
+
+
+def test_each_worker_of_a_node_is_a_member(server_pool: ProcessPool) -> None:
+    """Two uvicorn workers on node1 claim the slots node1 and node1_2; all three members
+    share every session whichever worker answers."""
+    members = " ".join(f"{n}=127.0.0.1:{free_port()}" for n in ("node1", "node1_2", "node2"))
+    cluster = PeerCluster(server_pool, "replicated", members, [])
+    cluster.process("node1").argv += ["--workers", "2"]
+    node1, node2 = cluster.start("node1", "node2")
+    # /healthz answered from one worker; the other may still be starting.
+    assert retry_ok(lambda: _ready_status(node2), seconds=15).status == 200
+    browser = Browser()
+    for i in range(20):
+        assert browser.get((node1, node2)[i % 2]).count == i + 1
+    workers = set()
+    for _ in range(200):  # new connections: the kernel hands them to either worker
+        workers.add(Browser().get(node1, "/_node/status").body["store"]["member"])
+        if len(workers) == 2:
+            break
+    assert workers == {"node1", "node1_2"}
