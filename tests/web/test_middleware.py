@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from sessionshare.core.ids import parse_session_id
 from tests.web.conftest import AppServer, client
@@ -163,3 +164,13 @@ def test_parallel_increments_with_locking_lose_nothing(app_server: AppServer) ->
         for thread in threads:
             thread.join(timeout=60)
         assert http.get("/get").json()["data"]["count"] == 100
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "pickle"])
+def test_every_serializer_round_trips_through_the_server(
+    app_server: AppServer, serializer: str
+) -> None:
+    data = {"user": {"name": "Zoë", "roles": ["a", "b"]}, "n": 1.5, "none": None, "ok": True}
+    with client(app_server(serializer=serializer, secret="s3cret")) as http:
+        http.post("/set", json=data)
+        assert http.get("/get").json()["data"] == data
