@@ -3,8 +3,9 @@
 Starts two memcached servers and, per scenario, one demo node (uvicorn, ASGI, the
 native async store) with the scenario's options; creates 256 sessions, drives one
 endpoint with wrk (random session per request), and reads the node's own counters
-(``/_node/status``: store round trips, requests) before and after, so the round
-trips are counted by the store client itself, not estimated. Then it times the async
+(``/_node/status``: store round trips, node messages, requests) before and after, so
+they are counted by the store client itself, not estimated. A round trip may involve
+two nodes (primary + backup): "messages" counts one per node per round trip. Then it times the async
 path both ways: the native asyncio store vs ``BlockingStoreAdapter(in_thread=True)``.
 
     python benchmarks/memcached.py [--seconds 5] [--connections 16]
@@ -99,11 +100,12 @@ def create_sessions(port: int, count: int) -> list[str]:
     return ids
 
 
-def node_status(port: int) -> tuple[int, int]:
-    """(store round trips, requests) as the node counts them."""
+def node_status(port: int) -> tuple[int, int, int]:
+    """(store round trips, node messages, requests) as the node counts them."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_node/status", timeout=5) as resp:
         status = json.load(resp)
-    return int(status["store"].get("round_trips", 0)), int(status["requests"])
+    store = status["store"]
+    return int(store.get("round_trips", 0)), int(store.get("sends", 0)), int(status["requests"])
 
 
 def async_paths(nodes: str, calls: int = 3000) -> tuple[float, float]:
@@ -140,8 +142,11 @@ def main() -> None:
         f"# memcached store, 2 memcached nodes, 1 uvicorn demo node; "
         f"wrk -t2 -c{args.connections} -d{args.seconds}s per row"
     )
-    print("| scenario | req/s | ratio to no session | store round trips / request | non-2xx |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| scenario | req/s | ratio to no session | store round trips / request "
+        "| node messages / request | non-2xx |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     with memcached(ports[0], tmp / "mc1.log"), memcached(ports[1], tmp / "mc2.log"):
         baseline = None
         for label, options, path, with_session in SCENARIOS:
@@ -154,7 +159,7 @@ def main() -> None:
                 ids_file.write_text("\n".join(create_sessions(port, 256)) + "\n")
                 for _ in range(3):  # let "auto" learn that a read-only endpoint is one
                     urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").close()
-                trips, requests = node_status(port)
+                trips, sends, requests = node_status(port)
                 rps, _, errors = wrk(
                     f"http://127.0.0.1:{port}{path}",
                     script,
@@ -162,10 +167,15 @@ def main() -> None:
                     args.seconds,
                     args.connections,
                 )
-                trips_after, requests_after = node_status(port)
-            per_request = (trips_after - trips) / max(1, requests_after - requests - 1)
+                trips_after, sends_after, requests_after = node_status(port)
+            handled = max(1, requests_after - requests - 1)
+            per_request = (trips_after - trips) / handled
+            messages = (sends_after - sends) / handled
             baseline = baseline or rps
-            print(f"| {label} | {rps:.0f} | {rps / baseline:.2f} | {per_request:.2f} | {errors} |")
+            print(
+                f"| {label} | {rps:.0f} | {rps / baseline:.2f} | {per_request:.2f} "
+                f"| {messages:.2f} | {errors} |"
+            )
         native, adapter = async_paths(nodes)
     print()
     print(

@@ -7,6 +7,7 @@ not only what our store answers.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -99,7 +100,7 @@ def test_batches_cost_one_round_trip(two_nodes: Pair) -> None:
         [Add(key=lock, value=b"me", ttl=1, node="n1"), Get(key=key, node="n1", touch=60)]
     )
     assert locked is True and record.value == b"v1"
-    assert store.cluster.io.exchanges == trips + 1  # lock + read (+ backup touch)
+    assert store.cluster.io.exchanges == trips + 1  # lock + read (backup known fresh)
     written, _ = store.batch(
         [
             Write(key=key, value=b"v2", ttl=60, version=record.version, node="n1"),
@@ -110,6 +111,81 @@ def test_batches_cost_one_round_trip(two_nodes: Pair) -> None:
     assert store.cluster.io.exchanges == trips + 2  # cas + backup + unlock
     store.get(key, node="n1", touch=60)
     assert store.cluster.io.exchanges == trips + 3  # read-only: one gat
+
+
+def ttl_left(server: MemcachedServer, key: str) -> int | None:
+    """Seconds ``key`` has left on one memcached (a raw ``mg <key> t``), ``None`` if absent."""
+    with socket.create_connection(server.addr, timeout=2) as sock:
+        sock.sendall(f"mg {key} t\r\n".encode())
+        reply = sock.recv(256).split()
+    return int(reply[1][1:]) if reply[0] == b"HD" else None
+
+
+def test_read_of_a_fresh_session_goes_to_one_node_until_the_backup_needs_its_ttl(
+    two_nodes: Pair,
+) -> None:
+    store, servers = two_nodes
+    io, now = store.cluster.io, [1000.0]
+    store.cluster.fresh.clock = lambda: now[0]
+    key, lock = session_key(), f"sessionshare:lock:{new_token()}"
+    assert store.write(key, b"v1", ttl=60, version=None, node="n1") is not None
+    trips, sends = io.exchanges, io.sends
+    assert store.get(key, node="n1", touch=60).value == b"v1"
+    assert (io.exchanges, io.sends) == (trips + 1, sends + 1)  # the primary only
+    locked, record = store.batch(
+        [Add(key=lock, value=b"me", ttl=1, node="n1"), Get(key=key, node="n1", touch=60)]
+    )
+    assert locked is True and record.value == b"v1"
+    assert (io.exchanges, io.sends) == (trips + 2, sends + 2)  # lock + read: n1 only
+    now[0] += 29.9  # the write gave the backup 60 s: fresh for half of that
+    store.get(key, node="n1", touch=600)
+    assert io.sends == sends + 3
+    assert ttl_left(servers[1], backup_key("n1", key)) <= 61  # untouched
+    now[0] += 0.2  # past the window: this read refreshes the backup with the primary
+    store.get(key, node="n1", touch=600)
+    assert (io.exchanges, io.sends) == (trips + 4, sends + 5)
+    assert ttl_left(servers[1], backup_key("n1", key)) > 590
+    store.get(key, node="n1", touch=600)  # ... and records that: fresh again
+    assert io.sends == sends + 6
+    now[0] += 301  # the touch gave the backup 600 s: fresh for 300
+    store.get(key, node="n1", touch=600)
+    assert io.sends == sends + 8
+
+
+def test_backups_are_touched_again_after_a_conflict_a_delete_or_a_returning_node(
+    two_nodes: Pair,
+) -> None:
+    store, servers = two_nodes
+    io, fresh = store.cluster.io, store.cluster.fresh
+    key = session_key()
+    first = store.write(key, b"v1", ttl=60, version=None, node="n1")
+    assert first is not None and fresh.fresh(key, "n1", "n2")
+    assert store.write(key, b"v2", ttl=60, version=first.version, node="n1") is not None
+    assert store.write(key, b"lost", ttl=60, version=first.version, node="n1") is None
+    assert not fresh.fresh(key, "n1", "n2")  # the repair gave the backup the primary's TTL
+    sends = io.sends
+    store.get(key, node="n1", touch=60)
+    store.get(key, node="n1", touch=60)
+    assert io.sends == sends + 3  # touched once, then known fresh
+    store.delete(key, node="n1")
+    assert len(fresh) == 0
+    key = session_key()
+    store.write(key, b"v1", ttl=60, version=None, node="n1")
+    assert fresh.fresh(key, "n1", "n2")
+    runs = store.cluster.rereplicator.runs
+    servers[1].restart()  # the backup node comes back empty: re-replication rewrites it
+    deadline = time.monotonic() + 15
+    while (
+        store.cluster.rereplicator.runs == runs or peek(servers[1], backup_key("n1", key)) is None
+    ):
+        assert time.monotonic() < deadline, "the restarted backup node was not re-replicated"
+        time.sleep(0.1)
+    while len(fresh):  # cleared again when the pass ends
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sends = io.sends
+    assert store.get(key, node="n1", touch=60).value == b"v1"
+    assert io.sends == sends + 2  # nothing is known fresh after a node returned
 
 
 def test_dead_primary_relocates_to_the_backup_and_backs_up_again(

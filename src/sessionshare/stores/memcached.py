@@ -7,7 +7,9 @@ a *backup* copy lives on the next available node of the list under ``bak:n1:<key
 primary of every backup). Locks are single copies on the primary.
 
 - **read**: the primary, refreshing the TTL (``mg … T``) and, in the same round trip,
-  the backup's TTL. If the primary is down, the backup is read and the session
+  the backup's TTL, unless this process wrote or refreshed that backup less than
+  ``ttl * backup_fresh`` ago (``FreshBackups``): then a read is one message to one node.
+  If the primary is down, the backup is read and the session
   *relocates*: it is stored on the backup node as its new primary, with a new backup
   after it, and the answer's ``node`` differs from the id's, so the protocol changes the
   id suffix and re-sends the cookie (MSM relocation). If the primary is up but lost the
@@ -33,7 +35,9 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Hashable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -61,6 +65,7 @@ from sessionshare.stores.node_list import NodeSpec, parse_failover_nodes, parse_
 
 __all__ = [
     "AsyncMemcachedStore",
+    "FreshBackups",
     "MemcachedCluster",
     "MemcachedStore",
     "NodeState",
@@ -96,6 +101,66 @@ class NodeCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class FreshBackups:
+    """Backups this process knows are fresh, so that a read need not refresh them.
+
+    Every write stores the backup with the session's full TTL, and a read refreshes the
+    primary's TTL; the backup only needs its TTL refreshed before it could expire first.
+    So a write, or a backup TTL refresh, by this process records "the backup of ``key``
+    (primary ``p``, backup node ``b``) is fresh until ``sent + ttl * fraction``", with
+    ``sent`` taken before the command went out (memcached keeps an item at least its TTL:
+    ``expiry`` rounds up and adds a second). A read refreshes the backup only when the
+    record is missing, past due or for another placement (relocation, a changed backup
+    node), and then records it again: each process refreshes a session's backup at most
+    once per ``ttl * fraction`` while it reads it, which keeps the backup alive as long
+    as any process reads the session, up to ``ttl * fraction`` before the primary expires.
+
+    Bounded (``max_keys``, the least recently recorded dropped first). Thread-safe without
+    a lock (so nothing can be inherited locked by a forked worker): every change is one
+    ``OrderedDict`` call, atomic under the GIL. Restores, relocations, conflicts and
+    deletes forget the key's record; a node coming back (re-replication drops and
+    rewrites copies) forgets them all.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction: float = 0.5,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fraction = fraction
+        self.max_keys = max_keys
+        self.clock = clock
+        self._until: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def fresh(self, key: str, primary: str, backup: str) -> bool:
+        entry = self._until.get(key)
+        return (
+            entry is not None
+            and entry[0] == primary
+            and entry[1] == backup
+            and self.clock() < entry[2]
+        )
+
+    def refreshed(self, key: str, primary: str, backup: str, sent: float, ttl: float) -> None:
+        """The backup was stored or touched with ``ttl`` seconds by a request sent at ``sent``."""
+        self._until[key] = (primary, backup, sent + ttl * self.fraction)
+        self._until.move_to_end(key)
+        if len(self._until) > self.max_keys:
+            with suppress(KeyError):  # emptied meanwhile by another thread
+                self._until.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._until.pop(key, None)
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
 class MemcachedCluster:
     """Everything about the memcached store except I/O: placement, plans, health, counters.
 
@@ -115,6 +180,7 @@ class MemcachedCluster:
         key_prefix: str = "",
         wallclock: Callable[[], float] = time.time,
         probe_interval: float = 1.0,
+        backup_fresh: float = 0.5,
     ) -> None:
         self.specs = nodes
         self.order = [spec.id for spec in nodes]
@@ -124,17 +190,28 @@ class MemcachedCluster:
         self.replicated = replicated
         self.wallclock = wallclock
         self.counters = {node: NodeCounters() for node in self.order}
+        #: backups known fresh: reads skip their TTL refresh (``backup_fresh`` * TTL).
+        self.fresh = FreshBackups(fraction=backup_fresh)
         self.io = SyncConnections(nodes, timeout=operation_timeout, on_failure=self._on_failure)
         self.rereplicator = Rereplicator(self, key_prefix=key_prefix)
         self.health = NodeHealth(
             nodes,
             probe_timeout=operation_timeout,
             interval=probe_interval,
-            on_return=self.rereplicator.node_returned if copies > 1 else None,
+            on_return=self._node_returned if copies > 1 else None,
         )
 
     def __repr__(self) -> str:
         return f"<MemcachedCluster copies={self.copies} {self.health!r}>"
+
+    def _node_returned(self, node: str) -> None:
+        """A node is back (or restarted): its copies are dropped and rewritten, so no
+        backup is known fresh any more, before the pass or during it."""
+        self.fresh.clear()
+        try:
+            self.rereplicator.node_returned(node)
+        finally:
+            self.fresh.clear()
 
     def _on_failure(self, node: str, *, definite: bool) -> None:
         self.counters[node].errors += 1
@@ -227,11 +304,16 @@ class MemcachedCluster:
         if self.health.available(node):
             backup = self.backup_of(node, failed) if backed else None
             request: Request = {node: [meta_get(key, touch=ttl)]}
-            if backup is not None and ttl is not None:  # keep the backup alive with it
+            sent = self.fresh.clock()
+            if (
+                backup is not None and touch is not None and not self.fresh.fresh(key, node, backup)
+            ):  # keep the backup alive with the primary (unless it is known fresh)
                 request[backup] = [
                     meta_get(backup_key(node, key), value=False, cas=False, touch=ttl)
                 ]
             answer = yield request
+            if backup is not None and backup in answer:
+                self._backup_answered(answer, backup, key, node, sent, touch)
             replies = self._answer(answer, node)
             if replies is not None:
                 reply = replies[0]
@@ -239,14 +321,16 @@ class MemcachedCluster:
                     self.counters[node].gets += 1
                     return Record(reply.value or b"", reply.cas, node)
                 self.counters[node].misses += 1
+                self.fresh.forget(key)
                 if backup is None:
                     return None
-                if backup in answer and ttl is not None:
+                if backup in answer:
                     checked = self._answer(answer, backup)
                     if checked is not None and not checked[0].hit:
                         return None  # no backup either: a plain miss, one round trip
                 return (yield from self._restore(key, node, backup, ttl))
             failed.add(node)
+            self.fresh.forget(key)
         if not backed:
             # Sticky mode keeps one copy: with its node gone the app node's copy is the
             # truth (the protocol writes it again, elsewhere). Locks are never read.
@@ -254,6 +338,16 @@ class MemcachedCluster:
                 raise self.unavailable()
             return None
         return (yield from self._relocate(key, node, failed, ttl))
+
+    def _backup_answered(
+        self, answer: Answer, backup: str, key: str, primary: str, sent: float, ttl: float | None
+    ) -> None:
+        """Record the backup as fresh if its write or TTL refresh succeeded, else forget it."""
+        replies = answer[backup]
+        if ttl is not None and isinstance(replies, list) and replies and replies[0].hit:
+            self.fresh.refreshed(key, primary, backup, sent, ttl)
+        else:
+            self.fresh.forget(key)
 
     def _restore(self, key: str, primary: str, backup: str, ttl: int | None) -> Plan:
         """The primary is up but lost the session (restart): copy it back from the backup."""
@@ -282,6 +376,7 @@ class MemcachedCluster:
 
     def _relocate(self, key: str, dead: str, failed: set[str], ttl: int | None) -> Plan:
         """The primary ``dead`` is down: read its backup and make that node the primary."""
+        self.fresh.forget(key)
         source = self.first_available(dead, failed | {dead})
         if source is None:
             raise self.unavailable()
@@ -330,29 +425,36 @@ class MemcachedCluster:
             request: Request = {node: [meta_set(key, op.value, ttl=ttl, add=add, cas=cas)]}
             if backup is not None:
                 request[backup] = [meta_set(backup_key(node, key), op.value, ttl=ttl)]
+            sent = self.fresh.clock()
             answer = yield request
             replies = self._answer(answer, node)
             if replies is not None:
                 reply = replies[0]
                 if reply.code == b"HD":
                     self.counters[node].sets += 1
+                    if backup is not None:
+                        self._backup_answered(answer, backup, key, node, sent, op.ttl)
                     return Stored(reply.cas, node)
                 self.counters[node].conflicts += 1
+                self.fresh.forget(key)
                 if backup is not None:
                     yield from self._repair_backup(key, node, backup)
                 return None
             failed.add(node)
+        self.fresh.forget(key)
         # The node named in the id is down: write to the next one; the session relocates.
         # Unconditional (the version belongs to the dead node), as MSM does on failover.
         target = self.first_available(node, failed | {node})
         if target is None:
             raise self.unavailable()
         request = {target: [meta_set(key, op.value, ttl=ttl, add=add)]}
+        new_backup = None
         if backed:
             request[target].append(meta_delete(backup_key(node, key)))
             new_backup = self.backup_of(target, failed | {node})
             if new_backup is not None:
                 request[new_backup] = [meta_set(backup_key(target, key), op.value, ttl=ttl)]
+        sent = self.fresh.clock()
         answer = yield request
         replies = self._answer(answer, target)
         if replies is None:
@@ -360,6 +462,8 @@ class MemcachedCluster:
         if replies[0].code != b"HD":
             self.counters[target].conflicts += 1
             return None
+        if new_backup is not None:
+            self._backup_answered(answer, new_backup, key, target, sent, op.ttl)
         self.counters[target].sets += 1
         self.counters[target].relocations += 1
         log.info("session key %s written to %s instead of %s (relocated)", key, target, node)
@@ -410,6 +514,7 @@ class MemcachedCluster:
         return replies[0].hit
 
     def _delete(self, key: str, node: str) -> Plan:
+        self.fresh.forget(key)
         if not (self.copies > 1 and self.replicated(key)):
             yield from self._on_first_answering(node, lambda _: [meta_delete(key)])
             return None
@@ -474,6 +579,7 @@ class MemcachedCluster:
             "kind": "memcached",
             "copies": self.copies,
             "round_trips": self.io.exchanges,
+            "sends": self.io.sends,
             "nodes": {
                 node: {
                     "address": spec.address,
@@ -634,6 +740,7 @@ class AsyncMemcachedStore(AsyncStore):
     def stats(self) -> dict[str, Any]:
         stats = self.cluster.stats()
         stats["round_trips"] += self.io.exchanges
+        stats["sends"] += self.io.sends
         return stats
 
     async def aclose(self) -> None:

@@ -93,8 +93,10 @@ class _Pools:
         self.specs = {spec.id: spec for spec in specs}
         self.timeout = timeout
         self.on_failure = on_failure
-        #: exchanges (round trips) and commands sent, for stats and the benchmark.
+        #: exchanges (round trips), node messages (one pipelined send to one node per
+        #: exchange: an exchange with two nodes is two) and commands, for stats and tests.
         self.exchanges = 0
+        self.sends = 0
         self.commands = 0
 
     def _fail(self, node: str, exc: BaseException) -> StoreError:
@@ -146,6 +148,7 @@ class SyncConnections(_Pools):
         replaced once by a fresh one: that is a stale socket, not a node failure.
         """
         self.exchanges += 1
+        self.sends += len(request)
         answer: Answer = {}
         sent: list[tuple[str, _SyncConnection, bool]] = []
         for node, commands in request.items():
@@ -261,6 +264,7 @@ class AsyncConnections(_Pools):
         if self._loop is not loop:  # a new loop (tests, reloads): old streams are unusable
             self._loop, self._idle = loop, {n: [] for n in self.specs}
         self.exchanges += 1
+        self.sends += len(request)
         written: list[tuple[str, Stream | None]] = []
         for node, commands in request.items():
             self.commands += len(commands)
