@@ -137,7 +137,8 @@ def test_read_of_a_fresh_session_goes_to_one_node_until_the_backup_needs_its_ttl
     )
     assert locked is True and record.value == b"v1"
     assert (io.exchanges, io.sends) == (trips + 2, sends + 2)  # lock + read: n1 only
-    now[0] += 29.9  # the write gave the backup 60 s: fresh for half of that
+    fraction = store.cluster.fresh.fraction
+    now[0] += 60 * fraction - 0.1  # the write gave the backup 60 s: fresh for a fraction
     store.get(key, node="n1", touch=600)
     assert io.sends == sends + 3
     assert ttl_left(servers[1], backup_key("n1", key)) <= 61  # untouched
@@ -147,7 +148,7 @@ def test_read_of_a_fresh_session_goes_to_one_node_until_the_backup_needs_its_ttl
     assert ttl_left(servers[1], backup_key("n1", key)) > 590
     store.get(key, node="n1", touch=600)  # ... and records that: fresh again
     assert io.sends == sends + 6
-    now[0] += 301  # the touch gave the backup 600 s: fresh for 300
+    now[0] += 600 * fraction + 1  # the touch gave the backup 600 s
     store.get(key, node="n1", touch=600)
     assert io.sends == sends + 8
 

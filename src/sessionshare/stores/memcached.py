@@ -125,7 +125,7 @@ class FreshBackups:
     def __init__(
         self,
         *,
-        fraction: float = 0.5,
+        fraction: float = 0.125,
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -180,7 +180,7 @@ class MemcachedCluster:
         key_prefix: str = "",
         wallclock: Callable[[], float] = time.time,
         probe_interval: float = 1.0,
-        backup_fresh: float = 0.5,
+        backup_fresh: float = 0.125,
     ) -> None:
         self.specs = nodes
         self.order = [spec.id for spec in nodes]
