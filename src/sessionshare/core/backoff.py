@@ -20,5 +20,5 @@ class ExponentialBackoff:
     cap: float = 0.1
 
     def compute(self, attempt: int) -> float:
-        delay = min(self.cap, self.base * (2 ** min(attempt, 16)))
+        delay: float = min(self.cap, self.base * 2.0 ** min(attempt, 16))
         return delay / 2 + random.uniform(0, delay / 2)

@@ -153,7 +153,7 @@ class ManagerStats:
     too_large: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class SessionManager:
@@ -299,25 +299,10 @@ class SessionManager:
         self, request: RequestInfo, sid: SessionId, key: str, copy: LocalCopy
     ) -> RequestSession:
         envelope = copy.envelope
-        current = sid.with_node(copy.node or sid.node).with_route(self.config.route)
-        session = Session(
-            current,
-            decode_attributes(self._serializer, envelope.attributes),
-            created_at=envelope.created_at,
-            last_accessed_at=self.wallclock(),
-            max_inactive=envelope.max_inactive,
-            is_new=False,
-        )
+        attributes = decode_attributes(self._serializer, envelope.attributes)
         self.stats.loaded += 1
-        return RequestSession(
-            request,
-            session,
-            key,
-            version=copy.version,
-            baseline=envelope.attributes,
-            loaded_max_inactive=envelope.max_inactive,
-            cookie_outdated=current != sid,
-            had_cookie=True,
+        return self._loaded_session(
+            request, sid, key, copy.node, copy.version, envelope, attributes
         )
 
     def _sid_from_cookie(self, header: str | None) -> SessionId | None:
@@ -381,10 +366,26 @@ class SessionManager:
             )
             return None
         self.stats.loaded += 1
-        current = sid.with_node(record.node or sid.node).with_route(self.config.route)
-        if current.node != sid.node:
+        current_node = record.node or sid.node
+        if current_node != sid.node:
             self.stats.relocations += 1
-            log.info("session %s relocated to store node %s", sid, current.node)
+            log.info("session %s relocated to store node %s", sid, current_node)
+        return self._loaded_session(
+            request, sid, key, record.node, record.version, envelope, attributes
+        )
+
+    def _loaded_session(
+        self,
+        request: RequestInfo,
+        sid: SessionId,
+        key: str,
+        node: str | None,
+        version: Hashable,
+        envelope: Envelope,
+        attributes: dict[str, Any],
+    ) -> RequestSession:
+        """A loaded session under its current id: the store node it came from, our route."""
+        current = sid.with_node(node or sid.node).with_route(self.config.route)
         session = Session(
             current,
             attributes,
@@ -397,7 +398,7 @@ class SessionManager:
             request,
             session,
             key,
-            version=record.version,
+            version=version,
             baseline=envelope.attributes,
             loaded_max_inactive=envelope.max_inactive,
             cookie_outdated=current != sid,
