@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -144,6 +144,29 @@ def process_factory(server_pool: ProcessPool) -> ProcessFactory:
     return make
 
 
+ServerT = TypeVar("ServerT", MemcachedServer, RedisServer)
+
+
+def _start_numbered(
+    pool: ProcessPool, cls: type[ServerT], binary: str, count: int, **options: Any
+) -> list[ServerT]:
+    """Start ``count`` servers of ``cls`` on free ports, named memcached1, memcached2 … in the
+    order this test started them (the names appear in logs and failure reports)."""
+    require_binary(binary)
+    prefix = cls.__name__.removesuffix("Server").lower()
+    servers: list[ServerT] = []
+    for _ in range(count):
+        name = f"{prefix}{sum(isinstance(x, cls) for x in pool) + 1}"
+
+        def build(port: int | None, name: str = name) -> ServerT:
+            return cls(port, log_dir=pool.log_dir, name=name, **options)
+
+        server = pool.start(build)
+        assert isinstance(server, cls)
+        servers.append(server)
+    return servers
+
+
 class MemcachedFactory(Protocol):
     """Signature of :func:`memcached_factory`."""
 
@@ -159,24 +182,8 @@ def memcached_factory(server_pool: ProcessPool) -> MemcachedFactory:
     def make(
         count: int = 1, *, memory_mb: int = 64, extra_args: Sequence[str] = ()
     ) -> list[MemcachedServer]:
-        require_binary("memcached")
-        servers: list[MemcachedServer] = []
-        for _ in range(count):
-            name = f"memcached{sum(isinstance(x, MemcachedServer) for x in server_pool) + 1}"
-
-            def build(p: int | None, name: str = name) -> MemcachedServer:
-                return MemcachedServer(
-                    p,
-                    memory_mb=memory_mb,
-                    extra_args=extra_args,
-                    log_dir=server_pool.log_dir,
-                    name=name,
-                )
-
-            server = server_pool.start(build)
-            assert isinstance(server, MemcachedServer)
-            servers.append(server)
-        return servers
+        return _start_numbered(server_pool, MemcachedServer, "memcached", count,
+                               memory_mb=memory_mb, extra_args=extra_args)  # fmt: skip
 
     return make
 
@@ -198,18 +205,8 @@ def redis_factory(server_pool: ProcessPool) -> RedisFactory:
     """Start ``count`` redis servers (persistence off) on free ports."""
 
     def make(count: int = 1, *, extra_args: Sequence[str] = ()) -> list[RedisServer]:
-        require_binary("redis-server")
-        servers: list[RedisServer] = []
-        for _ in range(count):
-            name = f"redis{sum(isinstance(x, RedisServer) for x in server_pool) + 1}"
-
-            def build(p: int | None, name: str = name) -> RedisServer:
-                return RedisServer(p, extra_args=extra_args, log_dir=server_pool.log_dir, name=name)
-
-            server = server_pool.start(build)
-            assert isinstance(server, RedisServer)
-            servers.append(server)
-        return servers
+        return _start_numbered(server_pool, RedisServer, "redis-server", count,
+                               extra_args=extra_args)  # fmt: skip
 
     return make
 
