@@ -16,16 +16,16 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine, Hashable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from sessionshare.config import SessionConfig
-from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
+from sessionshare.core.operations import Get, Record
 from sessionshare.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from sessionshare.replication.membership import parse_members
 from sessionshare.replication.messages import Op
 from sessionshare.replication.node import ATTEMPTS, REMOTE, ReplicationNode
-from sessionshare.stores.base import AsyncStore, Store, StoreOp
+from sessionshare.stores.base import AsyncOperationStore, OperationStore, StoreOp
 
 __all__ = ["AsyncPeerStore", "PeerStore", "build_node"]
 
@@ -149,7 +149,7 @@ def _answer(results: list[Any]) -> Any:
     return result
 
 
-class PeerStore(_Member, Store):
+class PeerStore(_Member, OperationStore):
     """The blocking face, for WSGI servers."""
 
     _thread: _LoopThread | None = None
@@ -169,28 +169,10 @@ class PeerStore(_Member, Store):
         local = self.node.read_local(key, touch)
         if local is not REMOTE:
             return local  # type: ignore[no-any-return]
-        return _answer(self._run([Get(key=key, touch=touch)]))  # type: ignore[no-any-return]
+        return self.execute(Get(key=key, touch=touch))  # type: ignore[no-any-return]
 
-    def write(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        ttl: float,
-        version: Hashable | None,
-        node: str | None = None,
-    ) -> Stored | None:
-        op = Write(key=key, value=value, ttl=ttl, version=version)
-        return _answer(self._run([op]))  # type: ignore[no-any-return]
-
-    def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
-        return bool(_answer(self._run([Add(key=key, value=value, ttl=ttl)])))
-
-    def delete(self, key: str, *, node: str | None = None) -> None:
-        _answer(self._run([Delete(key=key)]))
-
-    def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
-        return bool(_answer(self._run([Touch(key=key, ttl=ttl)])))
+    def execute(self, op: StoreOp) -> Any:
+        return _answer(self._run([op]))
 
     def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
         try:
@@ -205,7 +187,7 @@ class PeerStore(_Member, Store):
             self._pid = None
 
 
-class AsyncPeerStore(_Member, AsyncStore):
+class AsyncPeerStore(_Member, AsyncOperationStore):
     """The async face, for ASGI servers: the node lives on the server's loop."""
 
     _thread: _LoopThread | None = None
@@ -246,28 +228,10 @@ class AsyncPeerStore(_Member, AsyncStore):
         local = self.node.read_local(key, touch)
         if local is not REMOTE:
             return local  # type: ignore[no-any-return]
-        return _answer(await self._run([Get(key=key, touch=touch)]))  # type: ignore[no-any-return]
+        return await self.execute(Get(key=key, touch=touch))  # type: ignore[no-any-return]
 
-    async def write(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        ttl: float,
-        version: Hashable | None,
-        node: str | None = None,
-    ) -> Stored | None:
-        op = Write(key=key, value=value, ttl=ttl, version=version)
-        return _answer(await self._run([op]))  # type: ignore[no-any-return]
-
-    async def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
-        return bool(_answer(await self._run([Add(key=key, value=value, ttl=ttl)])))
-
-    async def delete(self, key: str, *, node: str | None = None) -> None:
-        _answer(await self._run([Delete(key=key)]))
-
-    async def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
-        return bool(_answer(await self._run([Touch(key=key, ttl=ttl)])))
+    async def execute(self, op: StoreOp) -> Any:
+        return _answer(await self._run([op]))
 
     async def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
         try:

@@ -27,7 +27,14 @@ from typing import Any
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
 from sessionshare.errors import StoreError
 
-__all__ = ["AsyncStore", "BlockingStoreAdapter", "Store", "StoreOp"]
+__all__ = [
+    "AsyncOperationStore",
+    "AsyncStore",
+    "BlockingStoreAdapter",
+    "OperationStore",
+    "Store",
+    "StoreOp",
+]
 
 StoreOp = Get | Write | Add | Delete | Touch
 
@@ -138,7 +145,80 @@ class AsyncStore(abc.ABC):
         """Release connections; the default has none."""
 
 
-class BlockingStoreAdapter(AsyncStore):
+class OperationStore(Store):
+    """A store that answers one operation at a time through ``execute``.
+
+    Network stores route every call through the same machinery as ``batch``; the five
+    interface methods only say which operation they are, so they are written here once
+    and such a store implements ``execute`` (and ``batch``) alone.
+    """
+
+    @abc.abstractmethod
+    def execute(self, op: StoreOp) -> Any:
+        """Answer one operation; a failure raises ``StoreError``."""
+
+    def get(
+        self, key: str, *, node: str | None = None, touch: float | None = None
+    ) -> Record | None:
+        return self.execute(Get(key=key, node=node, touch=touch))  # type: ignore[no-any-return]
+
+    def write(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float,
+        version: Hashable | None,
+        node: str | None = None,
+    ) -> Stored | None:
+        op = Write(key=key, value=value, ttl=ttl, version=version, node=node)
+        return self.execute(op)  # type: ignore[no-any-return]
+
+    def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
+        return bool(self.execute(Add(key=key, value=value, ttl=ttl, node=node)))
+
+    def delete(self, key: str, *, node: str | None = None) -> None:
+        self.execute(Delete(key=key, node=node))
+
+    def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
+        return bool(self.execute(Touch(key=key, ttl=ttl, node=node)))
+
+
+class AsyncOperationStore(AsyncStore):
+    """``OperationStore`` for async stores: implement ``execute`` (awaited) and ``batch``."""
+
+    @abc.abstractmethod
+    async def execute(self, op: StoreOp) -> Any:
+        """Answer one operation; a failure raises ``StoreError``."""
+
+    async def get(
+        self, key: str, *, node: str | None = None, touch: float | None = None
+    ) -> Record | None:
+        return await self.execute(Get(key=key, node=node, touch=touch))  # type: ignore[no-any-return]
+
+    async def write(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float,
+        version: Hashable | None,
+        node: str | None = None,
+    ) -> Stored | None:
+        op = Write(key=key, value=value, ttl=ttl, version=version, node=node)
+        return await self.execute(op)  # type: ignore[no-any-return]
+
+    async def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
+        return bool(await self.execute(Add(key=key, value=value, ttl=ttl, node=node)))
+
+    async def delete(self, key: str, *, node: str | None = None) -> None:
+        await self.execute(Delete(key=key, node=node))
+
+    async def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
+        return bool(await self.execute(Touch(key=key, ttl=ttl, node=node)))
+
+
+class BlockingStoreAdapter(AsyncOperationStore):
     """Serve the async interface from a sync store.
 
     For an in-process store (``memory``) each call finishes in microseconds, so it is
@@ -156,32 +236,8 @@ class BlockingStoreAdapter(AsyncStore):
             return await asyncio.to_thread(function, *args)
         return function(*args)
 
-    async def get(
-        self, key: str, *, node: str | None = None, touch: float | None = None
-    ) -> Record | None:
-        return await self._run(Get(key=key, node=node, touch=touch).apply, self.store)  # type: ignore[no-any-return]
-
-    async def write(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        ttl: float,
-        version: Hashable | None,
-        node: str | None = None,
-    ) -> Stored | None:
-        op = Write(key=key, value=value, ttl=ttl, version=version, node=node)
-        return await self._run(op.apply, self.store)  # type: ignore[no-any-return]
-
-    async def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
-        op = Add(key=key, value=value, ttl=ttl, node=node)
-        return await self._run(op.apply, self.store)  # type: ignore[no-any-return]
-
-    async def delete(self, key: str, *, node: str | None = None) -> None:
-        await self._run(Delete(key=key, node=node).apply, self.store)
-
-    async def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
-        return await self._run(Touch(key=key, ttl=ttl, node=node).apply, self.store)  # type: ignore[no-any-return]
+    async def execute(self, op: StoreOp) -> Any:
+        return await self._run(op.apply, self.store)
 
     def place(self, key: str) -> str | None:
         return self.store.place(key)

@@ -36,7 +36,7 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Hashable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, fields
 from typing import Any
@@ -45,7 +45,7 @@ from sessionshare.config import SessionConfig
 from sessionshare.core.manager import lock_key_prefix
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Touch, Write
 from sessionshare.errors import StoreError, StoreUnavailable
-from sessionshare.stores.base import AsyncStore, Store, StoreOp
+from sessionshare.stores.base import AsyncOperationStore, OperationStore, StoreOp
 from sessionshare.stores.memcached_health import NodeHealth, NodeState
 from sessionshare.stores.memcached_io import (
     Answer,
@@ -625,7 +625,7 @@ def _raise(answer: Any) -> Any:
     return answer
 
 
-class MemcachedStore(Store):
+class MemcachedStore(OperationStore):
     """The blocking memcached store (WSGI)."""
 
     def __init__(self, cluster: MemcachedCluster) -> None:
@@ -635,34 +635,8 @@ class MemcachedStore(Store):
     def __repr__(self) -> str:
         return f"<MemcachedStore {self.cluster.health!r}>"
 
-    def _one(self, op: StoreOp) -> Any:
+    def execute(self, op: StoreOp) -> Any:
         return _raise(self.cluster.drive(self.cluster.run([self.cluster.plan(op)]))[0])
-
-    def get(
-        self, key: str, *, node: str | None = None, touch: float | None = None
-    ) -> Record | None:
-        return self._one(Get(key=key, node=node, touch=touch))  # type: ignore[no-any-return]
-
-    def write(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        ttl: float,
-        version: Hashable | None,
-        node: str | None = None,
-    ) -> Stored | None:
-        op = Write(key=key, value=value, ttl=ttl, version=version, node=node)
-        return self._one(op)  # type: ignore[no-any-return]
-
-    def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
-        return self._one(Add(key=key, value=value, ttl=ttl, node=node))  # type: ignore[no-any-return]
-
-    def delete(self, key: str, *, node: str | None = None) -> None:
-        self._one(Delete(key=key, node=node))
-
-    def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
-        return self._one(Touch(key=key, ttl=ttl, node=node))  # type: ignore[no-any-return]
 
     def place(self, key: str) -> str | None:
         return self.cluster.place(key)
@@ -678,7 +652,7 @@ class MemcachedStore(Store):
         self.cluster.io.close()
 
 
-class AsyncMemcachedStore(AsyncStore):
+class AsyncMemcachedStore(AsyncOperationStore):
     """The asyncio memcached store (ASGI): the same plans, answered with awaits."""
 
     def __init__(self, cluster: MemcachedCluster) -> None:
@@ -701,34 +675,8 @@ class AsyncMemcachedStore(AsyncStore):
                 return done.value
             answer = await self.io.exchange(request)
 
-    async def _one(self, op: StoreOp) -> Any:
+    async def execute(self, op: StoreOp) -> Any:
         return _raise((await self._drive(self.cluster.run([self.cluster.plan(op)])))[0])
-
-    async def get(
-        self, key: str, *, node: str | None = None, touch: float | None = None
-    ) -> Record | None:
-        return await self._one(Get(key=key, node=node, touch=touch))  # type: ignore[no-any-return]
-
-    async def write(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        ttl: float,
-        version: Hashable | None,
-        node: str | None = None,
-    ) -> Stored | None:
-        op = Write(key=key, value=value, ttl=ttl, version=version, node=node)
-        return await self._one(op)  # type: ignore[no-any-return]
-
-    async def add(self, key: str, value: bytes, *, ttl: float, node: str | None = None) -> bool:
-        return await self._one(Add(key=key, value=value, ttl=ttl, node=node))  # type: ignore[no-any-return]
-
-    async def delete(self, key: str, *, node: str | None = None) -> None:
-        await self._one(Delete(key=key, node=node))
-
-    async def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool:
-        return await self._one(Touch(key=key, ttl=ttl, node=node))  # type: ignore[no-any-return]
 
     def place(self, key: str) -> str | None:
         return self.cluster.place(key)
