@@ -110,7 +110,7 @@ class Rereplicator:
             return
         stale = [k for k in returned if self._ours(k) or self._ours(k.split(":", 2)[-1])]
         self._in_chunks(node, [meta_delete(k) for k in stale])
-        dumps = {node: set()}
+        dumps: dict[str, set[str]] = {node: set()}
         for other in self.cluster.order:
             if other != node and self.cluster.health.available(other):
                 keys = self._dump(other)
