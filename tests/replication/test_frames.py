@@ -8,6 +8,7 @@ import pytest
 
 from sessionshare.replication.frames import (
     HEADER,
+    PROTOCOL_VERSION,
     FrameDecoder,
     FrameError,
     Kind,
@@ -16,6 +17,7 @@ from sessionshare.replication.frames import (
 )
 
 KEY = derive_key("secret")
+V = PROTOCOL_VERSION
 NONCE = b"n" * 16  # the receiver's HELLO nonce
 
 
@@ -47,8 +49,8 @@ def test_frames_round_trip_in_order_even_byte_by_byte() -> None:
         (hello(derive_key("other secret")), "bad signature"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "bad magic"),
         (struct.pack("!2sBBIQ", b"SR", 9, 1, 10, 0) + b"x" * 42, "unknown protocol version"),
-        (struct.pack("!2sBBIQ", b"SR", 1, 1, 2**31, 0), "over the 1024-byte limit"),
-        (struct.pack("!2sBBIQ", b"SR", 1, 77, 1, 0) + b"x" * 33, "unknown frame kind"),
+        (struct.pack("!2sBBIQ", b"SR", V, 1, 2**31, 0), "over the 1024-byte limit"),
+        (struct.pack("!2sBBIQ", b"SR", V, 77, 1, 0) + b"x" * 33, "unknown frame kind"),
         (encode_frame(KEY, NONCE, Kind.NOTIFY, 0, ["hb", []]), "HELLO must be the first"),
     ],
 )
@@ -63,7 +65,7 @@ def test_bad_frames_are_refused_with_a_reason(data: bytes, reason: str) -> None:
 
 def test_oversized_length_is_refused_before_the_body_arrives() -> None:
     receiver = decoder()
-    receiver.feed(HEADER.pack(b"SR", 1, Kind.REQUEST, 10**9, 1))  # header only
+    receiver.feed(HEADER.pack(b"SR", V, Kind.REQUEST, 10**9, 1))  # header only
     with pytest.raises(FrameError, match="limit"):
         receiver.next_frame()
 

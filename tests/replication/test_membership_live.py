@@ -9,7 +9,13 @@ import time
 import msgpack
 import pytest
 
-from sessionshare.replication.frames import HEADER, Kind, derive_key, encode_frame
+from sessionshare.replication.frames import (
+    HEADER,
+    PROTOCOL_VERSION,
+    Kind,
+    derive_key,
+    encode_frame,
+)
 from tests.replication.conftest import SECRET, ClusterFactory, PeerCluster
 from tests.replication.helpers import Browser, Reply, retry_ok
 from tests.servers import ProcessPool, free_port
@@ -115,7 +121,7 @@ def test_bad_frames_are_dropped_and_logged_and_the_member_keeps_serving(
         return encode_frame(secret_key, b"", Kind.HELLO, 0, [name, b"x" * 16, 1])
 
     send(b"\x00" * 64)  # garbage
-    send(HEADER.pack(b"SR", 1, Kind.HELLO, 2**31, 0))  # malformed length
+    send(HEADER.pack(b"SR", PROTOCOL_VERSION, Kind.HELLO, 2**31, 0))  # malformed length
     send(HEADER.pack(b"SR", 99, Kind.HELLO, 4, 0) + b"abcd" + b"t" * 32)  # unknown version
     send(hello("node2", derive_key("a guess")))  # unsigned (wrong secret)
     send(hello("mallory"))  # signed, but not a member
@@ -125,7 +131,7 @@ def test_bad_frames_are_dropped_and_logged_and_the_member_keeps_serving(
         sock.sendall(hello("node2"))
         answer = _frames(sock)
         nonce = msgpack.unpackb(answer[HEADER.size : -32])[1]
-        ping = encode_frame(key, nonce, Kind.REQUEST, 1, [1, "ping", []])
+        ping = encode_frame(key, nonce, Kind.REQUEST, 1, [1, [["ping", []]]])
         sock.sendall(ping)
         assert b"pong" in _frames(sock)
         sock.sendall(ping)  # the same frame again

@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 MAGIC = b"SR"
-PROTOCOL_VERSION = 1
+#: 2: a REQUEST carries a batch of calls and its REPLY an answer per call (transport.py).
+PROTOCOL_VERSION = 2
 HEADER = struct.Struct("!2sBBIQ")
 TAG_SIZE = 32
 #: a body larger than this is refused from its header alone: room for a session at
@@ -55,8 +56,8 @@ MAX_BODY = 8 * 1024 * 1024
 
 class Kind(enum.IntEnum):
     HELLO = 1  # [member name, nonce, incarnation]; signed with an empty receiver nonce
-    REQUEST = 2  # [request id, method, args]; answered by one REPLY
-    REPLY = 3  # [request id, ok, result]
+    REQUEST = 2  # [request id, [[method, args], ...]]; answered by one REPLY
+    REPLY = 3  # [request id, ok, [[ok, result], ...]] (ok false: the whole batch failed)
     NOTIFY = 4  # [method, args]; no answer (heartbeats, asynchronous pushes)
 
 

@@ -894,6 +894,8 @@ class ReplicationNode:
             "rejected_full": self.counters["rejected_full"],
             "frames_dropped": self.counters["frames_dropped"],
             "pushes": self.counters["pushes"],
+            "requests_sent": self.counters["requests_sent"],
+            "calls_sent": self.counters["calls_sent"],
             "ack_failures": self.counters["ack_failures"],
             "members_dropped": self.counters["members_dropped"],
             "syncs": self.counters["syncs"],
