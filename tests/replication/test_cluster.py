@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sessionshare.core.ids import parse_session_id
+from sessionshare.replication.placement import rank
 from tests.replication.conftest import REPO, ClusterFactory, PeerCluster
 from tests.replication.helpers import Browser, Reply, assert_counts_follow, run_clients
 from tests.servers import ManagedProcess, ProcessPool
@@ -22,10 +24,12 @@ SIZES = [2, 3]
 CLIENTS, REQUESTS = 50, 40
 
 
-def start_balancer(pool: ProcessPool, cluster: PeerCluster) -> ManagedProcess:
-    """The embedded balancer, round robin, probing /healthz every 0.5 s."""
+def start_balancer(
+    pool: ProcessPool, cluster: PeerCluster, policy: str = "round-robin"
+) -> ManagedProcess:
+    """The embedded balancer, round robin by default, probing /healthz every 0.5 s."""
     argv = [sys.executable, "-m", "sessionshare.balancer", "--lb", "builtin",
-            "--policy", "round-robin", "--port", "{port}", "--health-interval", "0.5"]  # fmt: skip
+            "--policy", policy, "--port", "{port}", "--health-interval", "0.5"]  # fmt: skip
     for name, node in cluster.nodes.items():
         argv += ["--node", f"{name}={node.url}"]
     process = ManagedProcess(
@@ -119,3 +123,32 @@ def test_wsgi_nodes_replicate_from_a_background_loop(
     assert_counts_follow(results)
     status = Browser().get(nodes[1], "/_node/status").body["store"]
     assert status["kind"] == store and status["status"] == "ready"
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_ids_name_the_owner_so_a_sticky_balancer_sends_each_session_to_its_lock(
+    store: str, peer_cluster: ClusterFactory, server_pool: ProcessPool
+) -> None:
+    """With a peer store the route in an id is the node that owns the session (its lock
+    and version), not the node that served it: behind a sticky balancer every request
+    after the first lands there, and with round robin the id no longer changes."""
+    cluster = peer_cluster(store, 3)
+    names = list(cluster.nodes)
+    balancer = start_balancer(server_pool, cluster, policy="sticky")
+    for _ in range(12):
+        browser = Browser()
+        replies = [browser.get(balancer) for _ in range(4)]
+        assert [r.count for r in replies] == [1, 2, 3, 4]
+        sid = parse_session_id(browser.cookie or "")
+        assert sid is not None
+        owner = rank(sid.token, names)[0]
+        assert sid.route == owner
+        assert [r.body["node"] for r in replies[1:]] == [owner] * 3
+        browser.close()
+    # Round robin straight to the nodes: one id throughout, whoever serves it.
+    browser = Browser()
+    browser.get(cluster.nodes[names[0]])
+    first_cookie = browser.cookie
+    for i in range(6):
+        assert browser.get(cluster.nodes[names[i % 3]]).count == i + 2
+        assert browser.cookie == first_cookie

@@ -118,7 +118,7 @@ def test_bad_frames_are_dropped_and_logged_and_the_member_keeps_serving(
             return _frames(sock)
 
     def hello(name: str, secret_key: bytes = key) -> bytes:
-        return encode_frame(secret_key, b"", Kind.HELLO, 0, [name, b"x" * 16, 1])
+        return encode_frame(secret_key, b"", Kind.HELLO, 0, [name, b"x" * 16, 1, None])
 
     send(b"\x00" * 64)  # garbage
     send(HEADER.pack(b"SR", PROTOCOL_VERSION, Kind.HELLO, 2**31, 0))  # malformed length

@@ -22,6 +22,7 @@ class RecordingHub:
     def __init__(self, name: str) -> None:
         self.name = name
         self.incarnation = 1
+        self.route = f"route_{name}"
         self.key = derive_key("secret")
         self.counters: dict[str, int] = {"requests_sent": 0, "calls_sent": 0}
         self.calls: list[tuple[str, list[Any]]] = []
@@ -78,6 +79,7 @@ def test_requests_of_one_loop_turn_travel_in_one_frame_with_an_answer_each() -> 
                 link.request("boom", [0], 1.0),
                 return_exceptions=True,
             )
+            assert link.peer == "b" and link.peer_route == "route_b"  # from its HELLO
             assert answers[:6] == [0, 1, 2, 3, 4, "late"]
             assert isinstance(answers[6], RemoteError) and "no such thing" in str(answers[6])
             assert a.counters == {"requests_sent": 1, "calls_sent": 7}

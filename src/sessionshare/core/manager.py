@@ -159,10 +159,10 @@ class ManagerStats:
 class SessionManager:
     """The session protocol for one application; shared by all its requests.
 
-    It never touches a store itself: ``place`` (choose the node of a new session)
-    and ``nodes`` (node ids an id may name) are the store's only I/O-free members
-    it needs. ``clock`` (monotonic, lock deadlines) and ``wallclock`` (timestamps
-    shown to users) are injectable so tests control time.
+    It never touches a store itself: ``place`` (choose the node of a new session),
+    ``nodes`` (node ids an id may name) and ``preferred_route`` (see ``_route``) are
+    the store's only I/O-free members it needs. ``clock`` (monotonic, lock deadlines)
+    and ``wallclock`` (timestamps shown to users) are injectable so tests control time.
     """
 
     def __init__(
@@ -171,6 +171,7 @@ class SessionManager:
         *,
         nodes: frozenset[str] = frozenset(),
         place: Callable[[str], str | None] = lambda key: None,
+        preferred_route: Callable[[str], str | None] = lambda key: None,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         backoff: ExponentialBackoff | None = None,
@@ -179,6 +180,7 @@ class SessionManager:
         self.config = config
         self.nodes = nodes
         self.place = place
+        self.preferred_route = preferred_route
         self.clock = clock
         self.wallclock = wallclock
         self.backoff = backoff or ExponentialBackoff()
@@ -220,6 +222,21 @@ class SessionManager:
 
     def quarantine_key(self, token: str) -> str:
         return f"{self.config.key_prefix}:quarantine:{token}"
+
+    def _route(self, key: str) -> str | None:
+        """The route a session's id carries, when routes are on.
+
+        Normally the serving node's (Tomcat's jvmRoute): a sticky balancer keeps the
+        user where the live session is. With a peer store in non-sticky mode the
+        store may name a better node, the one that owns the session (its lock and
+        version live there): the balancer then sends requests where they cost no
+        message to take the lock, and a round-robin balancer, which ignores routes,
+        leaves ids unchanged from request to request.
+        """
+        route = self.config.route
+        if route is None or self.sticky is not None:
+            return route
+        return self.preferred_route(key) or route
 
     # -- step 1: open -------------------------------------------------------------------
 
@@ -385,7 +402,7 @@ class SessionManager:
         attributes: dict[str, Any],
     ) -> RequestSession:
         """A loaded session under its current id: the store node it came from, our route."""
-        current = sid.with_node(node or sid.node).with_route(self.config.route)
+        current = sid.with_node(node or sid.node).with_route(self._route(key))
         session = Session(
             current,
             attributes,
@@ -423,7 +440,8 @@ class SessionManager:
     def _new(self, request: RequestInfo, *, had_cookie: bool) -> RequestSession:
         # Never adopt a token the client sent: a fresh one defeats session fixation.
         token = new_token()
-        sid = SessionId(token, self.place(self.session_key(token)), self.config.route)
+        key = self.session_key(token)
+        sid = SessionId(token, self.place(key), self._route(key))
         now = self.wallclock()
         session = Session(
             sid,
@@ -432,7 +450,7 @@ class SessionManager:
             max_inactive=self.config.max_inactive,
             is_new=True,
         )
-        return RequestSession(request, session, self.session_key(token), had_cookie=had_cookie)
+        return RequestSession(request, session, key, had_cookie=had_cookie)
 
     def _detached(self, request: RequestInfo) -> RequestSession:
         """An empty session for ignored requests: never loaded, never saved, no cookie."""
@@ -653,6 +671,7 @@ class SessionManager:
         """Store under the new token, then delete the old key (and its lock)."""
         session = state.session
         key = self.session_key(session.sid.token)
+        session._relocate(session.sid.with_route(self._route(key)))  # the new token's owner
         write = Write(
             key=key, value=blob, ttl=session.max_inactive, version=None, node=session.sid.node
         )

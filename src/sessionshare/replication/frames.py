@@ -55,7 +55,7 @@ MAX_BODY = 8 * 1024 * 1024
 
 
 class Kind(enum.IntEnum):
-    HELLO = 1  # [member name, nonce, incarnation]; signed with an empty receiver nonce
+    HELLO = 1  # [member name, nonce, incarnation, route]; signed with an empty receiver nonce
     REQUEST = 2  # [request id, [[method, args], ...]]; answered by one REPLY
     REPLY = 3  # [request id, ok, [[ok, result], ...]] (ok false: the whole batch failed)
     NOTIFY = 4  # [method, args]; no answer (heartbeats, asynchronous pushes)

@@ -126,6 +126,8 @@ class Peer:
     last_heard: float = 0.0
     #: the (incarnation, epoch) this member dropped; that epoch is never trusted again.
     dropped: tuple[int, int] | None = None
+    #: the route of its app node, from its HELLO (``None``: unknown, or routes are off).
+    route: str | None = None
 
     @property
     def name(self) -> str:

@@ -116,12 +116,14 @@ class ReplicationNode:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         drop_after: float = DROP_AFTER,
         kind: str = "replicated",
+        route: str | None = None,
     ) -> None:
         self.members = list(members)
         self.slots = own_slots(self.members, member_name)
         self.address = self.slots[0]
         self.name = self.address.name
         self.kind = kind
+        self.route = route
         self.key = derive_key(secret)
         self.copies = copies
         self.sync_acks = sync_acks
@@ -277,6 +279,20 @@ class ReplicationNode:
 
     def owner(self, key: str) -> str:
         return self._ranked(token_of(key))[0]
+
+    def owner_route(self, key: str) -> str | None:
+        """The route of the app node whose member owns ``key`` (``None``: not known).
+
+        Session ids carry it (``core/manager.py``), so a balancer with the ``sticky``
+        policy sends each request to the node where the session's lock and version
+        live: the lock is then taken with no message, and the only message a modifying
+        request costs is the push to the other holders.
+        """
+        owner = self.owner(key)
+        if owner == self.name:
+            return self.route
+        peer = self.view.peers.get(owner)
+        return None if peer is None else peer.route
 
     def holds(self, key: str) -> bool:
         """Whether this member may answer a read of ``key`` from its own table."""
@@ -552,6 +568,9 @@ class ReplicationNode:
     def link_up(self, link: Link) -> None:
         assert link.peer is not None
         self.view.heard_from(link.peer, time.monotonic())
+        peer = self.view.peers.get(link.peer)
+        if peer is not None:
+            peer.route = link.peer_route
 
     def link_down(self, link: Link) -> None:
         self._inbound.discard(link)

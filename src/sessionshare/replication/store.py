@@ -59,6 +59,7 @@ def build_node(config: SessionConfig, *, copies: int | None, kind: str) -> Repli
         operation_timeout=config.operation_timeout,
         join_timeout=config.join_timeout,
         kind=kind,
+        route=config.route,
     )
 
 
@@ -137,6 +138,12 @@ class _Member:
 
     def _start(self) -> None:
         raise NotImplementedError
+
+    def preferred_route(self, key: str) -> str | None:
+        """The route of the node whose member owns ``key`` (``ReplicationNode.owner_route``)."""
+        if self._pid != os.getpid() or not self.node.synced.is_set():
+            return None
+        return self.node.owner_route(key)
 
     def stats(self) -> dict[str, Any]:
         return self.node.stats()

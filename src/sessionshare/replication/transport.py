@@ -31,6 +31,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from sessionshare.core.ids import is_valid_name
 from sessionshare.replication.frames import Frame, FrameDecoder, FrameError, Kind, encode_frame
 
 __all__ = ["Hub", "Link", "LinkClosed", "RemoteError", "connect"]
@@ -54,6 +55,9 @@ class Hub(Protocol):
     name: str
     incarnation: int
     key: bytes
+    #: the route of this member's app node (``None``: routes are off); peers learn it
+    #: from the HELLO, so they can point a session's cookie at its owner (node.py).
+    route: str | None
     #: ``requests_sent`` and ``calls_sent`` (their ratio is the batching achieved).
     counters: dict[str, int]
 
@@ -109,6 +113,7 @@ class Link(asyncio.Protocol):
         self.expected_peer = expected_peer
         self.peer: str | None = None
         self.peer_incarnation = 0
+        self.peer_route: str | None = None
         self.peername: Any = None
         self._nonce = os.urandom(NONCE_BYTES)
         self._peer_nonce = b""
@@ -134,7 +139,7 @@ class Link(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.peername = transport.get_extra_info("peername")
-        self._send(Kind.HELLO, [self.hub.name, self._nonce, self.hub.incarnation])
+        self._send(Kind.HELLO, [self.hub.name, self._nonce, self.hub.incarnation, self.hub.route])
 
     def data_received(self, data: bytes) -> None:
         self._decoder.feed(data)
@@ -183,14 +188,17 @@ class Link(asyncio.Protocol):
     def _dispatch(self, frame: Frame) -> None:
         body = frame.body
         if frame.kind is Kind.HELLO:
-            name, nonce, incarnation = body
+            name, nonce, incarnation, route = body
             if not isinstance(name, str) or not self.hub.is_member(name) or name == self.hub.name:
                 raise FrameError(f"HELLO from {name!r}, which is not a configured member")
             if self.expected_peer is not None and name != self.expected_peer:
                 raise FrameError(f"dialled {self.expected_peer} but {name!r} answered")
             if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
                 raise FrameError("HELLO nonce has the wrong size")
+            if route is not None and not (isinstance(route, str) and is_valid_name(route)):
+                raise FrameError(f"HELLO route {route!r} is not a valid route name")
             self.peer, self._peer_nonce, self.peer_incarnation = name, nonce, int(incarnation)
+            self.peer_route = route
             self.ready.set_result(self)
             self.hub.link_up(self)
         elif frame.kind is Kind.REQUEST:

@@ -10,6 +10,8 @@ cookies or serialization. What it must offer (SPEC §3-§4):
 - ``add`` (add-if-absent, for locks), ``delete``, ``touch``;
 - ``place``: the store node a new key should live on (``None`` for stores without
   named nodes), and ``nodes``: the node ids a session id may name;
+- ``preferred_route``: the app node a sticky balancer should send a session to, for a
+  store whose app nodes are themselves the store (peer replication); ``None`` else;
 - per-operation timeouts: a store raises ``StoreTimeout`` / ``StoreUnavailable``
   (from ``sessionshare.errors``), never its client library's exceptions.
 
@@ -79,6 +81,10 @@ class Store(abc.ABC):
         """The node a *new* key goes to; no I/O (it uses the store's health view)."""
         return None
 
+    def preferred_route(self, key: str) -> str | None:
+        """The route of the app node that serves ``key`` cheapest; no I/O."""
+        return None
+
     def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
         results: list[Any] = []
         for op in ops:
@@ -127,6 +133,9 @@ class AsyncStore(abc.ABC):
     async def touch(self, key: str, *, ttl: float, node: str | None = None) -> bool: ...
 
     def place(self, key: str) -> str | None:
+        return None
+
+    def preferred_route(self, key: str) -> str | None:
         return None
 
     async def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
@@ -241,6 +250,9 @@ class BlockingStoreAdapter(AsyncOperationStore):
 
     def place(self, key: str) -> str | None:
         return self.store.place(key)
+
+    def preferred_route(self, key: str) -> str | None:
+        return self.store.preferred_route(key)
 
     async def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
         # The sync store's own batch may pipeline: hand it the whole list at once.

@@ -24,5 +24,7 @@ def wire(
     if store is None:
         store = create(config)
     assert store is not None
-    manager = SessionManager(config, nodes=store.nodes, place=store.place)
+    manager = SessionManager(
+        config, nodes=store.nodes, place=store.place, preferred_route=store.preferred_route
+    )
     return config, store, manager
