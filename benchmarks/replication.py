@@ -6,11 +6,22 @@ measures in rounds that alternate between the stores (drift on a shared machine 
 hits all of them alike):
 
 - **req/s** of ``GET /api/session`` (a locked modify: lock, read, write, unlock) with
-  one wrk per node in parallel, summed. With ``memory`` each node serves the sessions it
-  created (it cannot see the other's); with the peer stores both nodes serve *all*
-  sessions, so half the requests land on the node that does not own the session;
+  one wrk per node in parallel, summed, for two ways of spreading the sessions:
+
+  - ``sticky``: each node gets the sessions whose id names it as the route, which is
+    what a balancer with the ``sticky`` policy does. With ``memory`` that is the node
+    that created the session (the only one that has it: this is the only traffic the
+    unshared store can serve at all); with the peer stores it is the node that owns the
+    session (``ReplicationNode.owner_route``), so locks are taken locally and the one
+    message of a modifying request is the push to the other member;
+  - ``round-robin``: both nodes get *all* sessions (the peer stores only), so half the
+    requests land on the node that does not own the session and take its lock by a
+    message to the owner: the cost of a balancer that ignores routes.
+
+  The target (issue #4) compares like with like: peer stores under ``sticky`` against
+  the unshared memory store, which only works under that traffic;
 - **added latency**: wrk with one connection (requests one after another) on node 2,
-  mean latency minus the memory store's;
+  sticky traffic, mean latency minus the memory store's;
 - **memory per 10 000 sessions**: growth of each node's resident memory while wrk
   without a cookie creates sessions (one per request), scaled by the session count
   the node reports (``/_node/status``).
@@ -43,8 +54,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from overhead import LUA, free_port, make_sessions, wrk  # benchmarks/overhead.py
+
+from sessionshare.core.ids import route_of
 
 #: ``+async``: the same store with ``replication_async = true`` (answer before acks).
 STORES = ["memory", "replicated", "backup", "replicated+async"]
@@ -124,13 +138,14 @@ def mean_latency_ms(url: str, script: Path, ids: Path, seconds: int) -> float:
 
 @dataclass
 class Pair:
-    """Two running nodes of one store, with the session ids each wrk will use."""
+    """Two running nodes of one store, with the session ids each wrk sends, per traffic."""
 
     store: str
     ports: list[int]
     pids: list[int]
-    ids_files: list[Path]
-    rounds: list[tuple[float, float, int]] = field(default_factory=list)
+    #: traffic ("sticky", "round-robin") -> the ids file of each node's wrk
+    ids_files: dict[str, list[Path]]
+    rounds: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
 
     @property
     def urls(self) -> list[str]:
@@ -144,30 +159,36 @@ def start_pair(stack: ExitStack, store: str, tmp: Path) -> Pair:
         stack.enter_context(node(f"node{i + 1}", port, store, members, tmp / f"{store}-{i}.log"))
         for i, port in enumerate(ports)
     ]
-    ids = [make_sessions(port, 128) for port in ports]
-    files = []
-    for i in range(2):
-        path = tmp / f"{store}-{i}.ids"
-        # unshared memory: each node only knows its own; peers: every node serves all.
-        chosen = ids[i] if store == "memory" else ids[0] + ids[1]
-        path.write_text("\n".join(chosen) + "\n")
-        files.append(path)
+    ids = [*make_sessions(ports[0], 128), *make_sessions(ports[1], 128)]
+    sticky = [[sid for sid in ids if route_of(sid) == f"node{i + 1}"] for i in range(2)]
+    traffic = {"sticky": sticky}
+    if store != "memory":  # the unshared store cannot serve another node's sessions
+        traffic["round-robin"] = [ids, ids]
+    files: dict[str, list[Path]] = {}
+    for name, per_node in traffic.items():
+        files[name] = []
+        for i, chosen in enumerate(per_node):
+            path = tmp / f"{store}-{name}-{i}.ids"
+            path.write_text("\n".join(chosen) + "\n")
+            files[name].append(path)
     return Pair(store, ports, pids, files)
 
 
-def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[dict[str, float]]:
+def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Rounds alternate between the stores, so drift on a shared machine hits all alike."""
     for _ in range(args.rounds):
         for pair in pairs:
-            jobs: list[tuple[str, Path | None]] = list(zip(pair.urls, pair.ids_files, strict=True))
-            runs = parallel_wrk(jobs, script, args.seconds, args.connections // 2)
-            rps = sum(r[0] for r in runs)
-            pair.rounds.append((rps, max(r[1] for r in runs), sum(r[2] for r in runs)))
+            for traffic, files in pair.ids_files.items():
+                jobs: list[tuple[str, Path | None]] = list(zip(pair.urls, files, strict=True))
+                runs = parallel_wrk(jobs, script, args.seconds, args.connections // 2)
+                rps = sum(r[0] for r in runs)
+                result = (rps, max(r[1] for r in runs), sum(r[2] for r in runs))
+                pair.rounds.setdefault(traffic, []).append(result)
     latencies: dict[str, list[float]] = {pair.store: [] for pair in pairs}
     for _ in range(args.rounds):
         for pair in pairs:
             latencies[pair.store].append(
-                mean_latency_ms(pair.urls[1], script, pair.ids_files[1], args.seconds)
+                mean_latency_ms(pair.urls[1], script, pair.ids_files["sticky"][1], args.seconds)
             )
     results = []
     for pair in pairs:
@@ -176,15 +197,18 @@ def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[d
         parallel_wrk([(pair.urls[0], None)], script, args.seconds, args.connections)
         created = sessions_held(pair.ports[0]) - held_before
         growth = max(rss(pid) - b for pid, b in zip(pair.pids, before, strict=True))
-        results.append(
-            {
-                "rps": statistics.median(r[0] for r in pair.rounds),
-                "p99": statistics.median(r[1] for r in pair.rounds),
-                "errors": sum(r[2] for r in pair.rounds),
-                "latency": statistics.median(latencies[pair.store]),
-                "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
-            }
-        )
+        for traffic, rounds in pair.rounds.items():
+            results.append(
+                {
+                    "store": pair.store,
+                    "traffic": traffic,
+                    "rps": statistics.median(r[0] for r in rounds),
+                    "p99": statistics.median(r[1] for r in rounds),
+                    "errors": sum(r[2] for r in rounds),
+                    "latency": statistics.median(latencies[pair.store]),
+                    "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
+                }
+            )
     return results
 
 
@@ -275,18 +299,19 @@ def main() -> None:
         "growth per node"
     )
     print(
-        f"{'store':16} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} {'non-2xx':>7} "
-        f"{'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
+        f"{'store':16} {'traffic':11} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} "
+        f"{'non-2xx':>7} {'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
     )
     stores = args.stores.split(",")
     with ExitStack() as stack:
         pairs = [start_pair(stack, store, tmp) for store in stores]
         results = measure(pairs, script, args)
     baseline = results[0]
-    for store, result in zip(stores, results, strict=True):
+    for result in results:
         print(
-            f"{store:16} {result['rps']:8.0f} {result['rps'] / baseline['rps']:9.2f} "
-            f"{result['p99']:7.2f} {result['errors']:7.0f} {result['latency']:10.3f} "
+            f"{result['store']:16} {result['traffic']:11} {result['rps']:8.0f} "
+            f"{result['rps'] / baseline['rps']:9.2f} {result['p99']:7.2f} "
+            f"{result['errors']:7.0f} {result['latency']:10.3f} "
             f"{result['latency'] - baseline['latency']:8.3f} {result['mib_per_10k']:16.1f}"
         )
     if args.drill:
