@@ -1,4 +1,4 @@
-"""Two links over a real loopback socket: requests of one loop turn share a frame.
+"""Two links over a real loopback socket: requests made while one is in flight share a frame.
 
 The hub here is a test partner that records what it is asked (the member's own
 behaviour is tested in test_node.py); the sockets, frames and signatures are real.
@@ -69,7 +69,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 30))
 
 
-def test_requests_of_one_loop_turn_travel_in_one_frame_with_an_answer_each() -> None:
+def test_requests_made_while_one_is_in_flight_travel_in_one_frame_with_an_answer_each() -> None:
     async def scenario() -> None:
         a, b, link, server = await linked()
         try:
@@ -82,11 +82,12 @@ def test_requests_of_one_loop_turn_travel_in_one_frame_with_an_answer_each() -> 
             assert link.peer == "b" and link.peer_route == "route_b"  # from its HELLO
             assert answers[:6] == [0, 1, 2, 3, 4, "late"]
             assert isinstance(answers[6], RemoteError) and "no such thing" in str(answers[6])
-            assert a.counters == {"requests_sent": 1, "calls_sent": 7}
+            # The first call left at once; the six made meanwhile left together.
+            assert a.counters == {"requests_sent": 2, "calls_sent": 7}
             assert [method for method, _ in b.calls] == ["echo"] * 5 + ["slow", "boom"]
-            # The next turn's request is a frame of its own.
+            # On an idle link a call leaves at once, alone.
             assert await link.request("echo", ["again"], 1.0) == "again"
-            assert a.counters == {"requests_sent": 2, "calls_sent": 8}
+            assert a.counters == {"requests_sent": 3, "calls_sent": 8}
         finally:
             link.close()
             server.close()
@@ -104,6 +105,24 @@ def test_a_cancelled_caller_does_not_cancel_the_others_in_its_batch() -> None:
             gone.cancel()
             assert await kept == "kept"
             assert gone.cancelled()
+        finally:
+            link.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_held_batch_leaves_after_hold_at_most_when_the_reply_is_slow() -> None:
+    async def scenario() -> None:
+        a, _, link, server = await linked()
+        try:
+            slow = asyncio.ensure_future(link.request("slow", ["first"], 1.0))  # 50 ms
+            await asyncio.sleep(0)
+            started = asyncio.get_running_loop().time()
+            assert await link.request("echo", ["second"], 1.0) == "second"
+            assert asyncio.get_running_loop().time() - started < 0.04  # not after "slow"
+            assert await slow == "first"
+            assert a.counters == {"requests_sent": 2, "calls_sent": 2}
         finally:
             link.close()
             server.close()

@@ -7,14 +7,17 @@ A ``Link`` is an ``asyncio.Protocol`` rather than a stream pair: frames are deco
 in ``data_received`` with no task switch per frame, which is most of the cost of a
 replication round trip on loopback.
 
-**Requests made in one turn of the event loop travel together.** Under load a member
-serves many clients at once, and each of their requests would otherwise pay for its
-own frame: a msgpack encode, an HMAC on each side, a system call on each side and a
-wake-up of the other process, plus the same again for the reply. Instead ``request``
-adds the call to the link's open batch; the batch leaves as one REQUEST frame at the
-end of the turn, the other side answers every call of it in one REPLY frame, and each
-caller gets its own answer (or its own error) back. Measured on 2 nodes under load
-(docs/replication.md), this is most of what replication costs per request.
+**Requests travel in batches, as TCP segments do under Nagle's algorithm.** Under
+load a member serves many clients at once, and each of their requests would otherwise
+pay for its own frame: a msgpack encode, an HMAC on each side, a system call on each
+side and a wake-up of the other process, plus the same again for the reply. So a call
+leaves at once only when no request of its kind (its timeout) is waiting for a reply;
+otherwise it joins the open batch, which leaves when that reply arrives (or after
+``HOLD_AT_MOST``, so one slow call never holds the others back for long). The other
+side answers every call of a batch in one REPLY frame, and each caller gets its own
+answer (or its own error) back. An idle link thus adds no delay, and a busy one sends
+about one frame per round trip whatever the load. Measured on 2 nodes under load
+(docs/replication.md) this beat both a frame per call and a batch per loop turn.
 
 What a link does with a frame is the member's business (``Hub``); the link only
 guarantees that the member sees authentic, in-order frames from a configured
@@ -39,6 +42,8 @@ __all__ = ["Hub", "Link", "LinkClosed", "RemoteError", "connect"]
 log = logging.getLogger("sessionshare.replication")
 
 NONCE_BYTES = 16
+#: a held batch leaves after this long even if the reply it waits for has not come.
+HOLD_AT_MOST = 0.002
 
 
 class LinkClosed(ConnectionError):
@@ -76,7 +81,7 @@ class Hub(Protocol):
 
 @dataclass(slots=True)
 class _Batch:
-    """Calls made in one loop turn: they share one frame, one reply and one timer.
+    """Calls that leave together: they share one frame, one reply and one timer.
 
     Each caller waits on a future of its own, so a caller that is cancelled (its
     client went away) cancels nothing for the others.
@@ -123,8 +128,10 @@ class Link(asyncio.Protocol):
         self._ids = itertools.count(1)
         #: batches sent and not answered yet, by request id.
         self._pending: dict[int, _Batch] = {}
-        #: the batch still open in this loop turn, per timeout (a batch has one timer).
+        #: the batch being gathered, per timeout (calls of one timeout share a batch).
         self._batches: dict[float, _Batch] = {}
+        #: timeout -> id of the last batch of that timeout sent and not answered yet.
+        self._in_flight: dict[float, int] = {}
         self._writable: asyncio.Future[None] | None = None
         self._outbox: list[bytes] | None = None
         self.ready: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
@@ -167,6 +174,7 @@ class Link(asyncio.Protocol):
             batch.fail(error)
         self._pending.clear()
         self._batches.clear()
+        self._in_flight.clear()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.hub.link_down(self)
@@ -212,6 +220,7 @@ class Link(asyncio.Protocol):
                     batch.answer(list(result))
                 else:
                     batch.fail(RemoteError(str(result)))
+                self._answered(int(request_id), batch.timeout)
         else:
             method, args = body
             self.hub.on_notify(self, str(method), list(args))
@@ -291,24 +300,33 @@ class Link(asyncio.Protocol):
 
     async def request(self, method: str, args: list[Any], timeout: float) -> Any:
         """Call ``method`` on the other member and wait (at most ``timeout`` seconds)
-        for its answer; the call leaves with every other one made in this loop turn."""
+        for its answer; the call leaves at once or with the next batch (module doc)."""
         if self.closed:
             raise LinkClosed(f"link to {self.peer or self.peername} is closed")
         loop = asyncio.get_running_loop()
         batch = self._batches.get(timeout)
+        held = batch is not None
         if batch is None:
-            batch = self._batches[timeout] = _Batch(timeout)
-            loop.call_soon(self._send_batch, batch)
+            batch = _Batch(timeout)
+            if timeout in self._in_flight:  # gather until its reply comes
+                self._batches[timeout] = batch
+                batch.timer = loop.call_later(HOLD_AT_MOST, self._send_batch, batch)
+                held = True
         future = loop.create_future()
         batch.calls.append([method, args])
         batch.futures.append(future)
+        if not held:
+            self._send_batch(batch)
         return await future
 
     def _send_batch(self, batch: _Batch) -> None:
-        """The end of the loop turn: send the open batch as one request."""
-        if self._batches.get(batch.timeout) is not batch:
-            return  # failed with the link meanwhile
-        del self._batches[batch.timeout]
+        """Send ``batch`` as one request (and stop gathering into it)."""
+        if self._batches.get(batch.timeout) is batch:
+            del self._batches[batch.timeout]
+        if batch.timer is not None:  # the hold timer
+            batch.timer.cancel()
+        if all(future.done() for future in batch.futures):
+            return  # failed with the link meanwhile, or every caller gave up
         request_id = next(self._ids)
         try:
             self._send(Kind.REQUEST, [request_id, batch.calls])
@@ -316,15 +334,25 @@ class Link(asyncio.Protocol):
             batch.fail(exc)
             return
         self._pending[request_id] = batch
+        self._in_flight[batch.timeout] = request_id
         self.hub.counters["requests_sent"] += 1
         self.hub.counters["calls_sent"] += len(batch.calls)
         batch.timer = asyncio.get_running_loop().call_later(batch.timeout, self._expire, request_id)
         self._flush()
 
+    def _answered(self, request_id: int, timeout: float) -> None:
+        """A batch got its reply (or timed out): the batch gathered behind it may go."""
+        if self._in_flight.get(timeout) == request_id:
+            del self._in_flight[timeout]
+            waiting = self._batches.get(timeout)
+            if waiting is not None and not self.closed:
+                self._send_batch(waiting)
+
     def _expire(self, request_id: int) -> None:
         batch = self._pending.pop(request_id, None)
         if batch is not None:
             batch.fail(TimeoutError())
+            self._answered(request_id, batch.timeout)
 
     async def drain(self) -> None:
         """Write what is queued and wait until the kernel took it (bulk transfers)."""
