@@ -60,17 +60,20 @@ from overhead import LUA, free_port, make_sessions, wrk  # benchmarks/overhead.p
 
 from sessionshare.core.ids import route_of
 
-#: ``+async``: the same store with ``replication_async = true`` (answer before acks).
-STORES = ["memory", "replicated", "backup", "replicated+async"]
+#: ``+async``: the same store with ``replication_async = true`` (answer before acks);
+#: ``+floor``: replication reduced to one acknowledged byte (``ack_floor_node.py``).
+STORES = ["memory", "replicated", "backup", "replicated+async", "replicated+floor"]
 SECRET = "benchmark-secret"
-NODE = "from sessionshare.cli.main import main; main()"
+NODE = ["-c", "from sessionshare.cli.main import main; main()"]
+FLOOR_NODE = [str(Path(__file__).resolve().parent / "ack_floor_node.py")]
 
 
 @contextmanager
 def node(name: str, port: int, store: str, members: str, log: Path) -> Iterator[int]:
     """One demo node; yields its pid once ``/healthz`` says 200 (state transfer done)."""
     kind, _, mode = store.partition("+")
-    argv = [sys.executable, "-c", NODE, "--log-level", "warning", "node", "--name", name,
+    program = FLOOR_NODE if mode == "floor" else NODE
+    argv = [sys.executable, *program, "--log-level", "warning", "node", "--name", name,
             "--port", str(port), "--store", kind]  # fmt: skip
     if kind != "memory":
         argv += ["--members", members]
