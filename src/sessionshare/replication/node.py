@@ -45,7 +45,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Write
@@ -499,27 +499,33 @@ class ReplicationNode:
             self._push_now(pushes)
             return
         self.counters["pushes"] += len(pushes)
-
-        async def send(name: str, entries: list[list[Any]]) -> None:
-            link = await self._link(name)
-            await link.request("apply", [entries], self.operation_timeout)
-
         names = list(pushes)
         outcomes: list[BaseException | None]
         if len(names) == 1:  # two members: no task per push (gather would make one)
             try:
-                await send(names[0], pushes[names[0]])
+                await self._acked(names[0], pushes[names[0]])
                 outcomes = [None]
             except (OSError, TimeoutError, RemoteError) as exc:
                 outcomes = [exc]
         else:
             outcomes = await asyncio.gather(
-                *(send(name, pushes[name]) for name in names), return_exceptions=True
+                *(self._acked(name, pushes[name]) for name in names), return_exceptions=True
             )
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 self.counters["ack_failures"] += 1
                 self._drop(name, f"did not acknowledge a write ({outcome!r})")
+
+    def _acked(self, name: str, entries: list[list[Any]]) -> Awaitable[Any]:
+        """``entries`` sent to ``name``: awaitable until it acknowledged them."""
+        link = self._out.get(name)
+        if link is not None and not link.closed:  # the usual case: no coroutine needed
+            return link.request("apply", [entries], self.operation_timeout)
+        return self._acked_after_dial(name, entries)
+
+    async def _acked_after_dial(self, name: str, entries: list[list[Any]]) -> Any:
+        link = await self._link(name)
+        return await link.request("apply", [entries], self.operation_timeout)
 
     async def _notify_later(self, name: str, entries: list[list[Any]]) -> None:
         with contextlib.suppress(OSError):  # unacknowledged by design: heartbeats check it
