@@ -61,6 +61,10 @@ class Kind(enum.IntEnum):
     NOTIFY = 4  # [method, args]; no answer (heartbeats, asynchronous pushes)
 
 
+#: byte -> kind without ``Kind(byte)``, which is two Python calls per frame.
+_KINDS = {kind.value: kind for kind in Kind}
+
+
 class FrameError(Exception):
     """A frame failed a check; ``reason`` is what the log says."""
 
@@ -134,10 +138,9 @@ class FrameDecoder:
             raise FrameError(f"unknown protocol version {version}")
         if length > self._max_body:
             raise FrameError(f"frame length {length} over the {self._max_body}-byte limit")
-        try:
-            frame_kind = Kind(kind)
-        except ValueError:
-            raise FrameError(f"unknown frame kind {kind}") from None
+        frame_kind = _KINDS.get(kind)
+        if frame_kind is None:
+            raise FrameError(f"unknown frame kind {kind}")
         end = HEADER.size + length + TAG_SIZE
         if len(buffer) < end:
             return None

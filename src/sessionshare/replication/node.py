@@ -146,6 +146,8 @@ class ReplicationNode:
         self.last_tick = time.monotonic()
         self.counters: dict[str, int] = defaultdict(int)
         self._started: asyncio.Future[None] | None = None
+        #: ``start`` succeeded (the fast check of ``execute``).
+        self._running = False
         self._server: asyncio.AbstractServer | None = None
         self._out: dict[str, Link] = {}
         self._connecting: dict[str, asyncio.Future[Link]] = {}
@@ -199,6 +201,7 @@ class ReplicationNode:
         )
         self.last_tick = time.monotonic()
         self._started.set_result(None)
+        self._running = True
         log.info("member %s listening on %s:%d", self.name, self.address.host, self.address.port)
         self._spawn(self._tick_forever())
         self._request_sync("start")
@@ -215,6 +218,13 @@ class ReplicationNode:
                 continue
             return slot
         return None
+
+    async def _until_started(self) -> None:
+        """Wait for ``start``; raise its error if it failed (no port could be bound)."""
+        if self._started is None or not self._started.done():
+            await self.wait_started()
+        elif self._started.exception() is not None:
+            raise self._started.exception()  # type: ignore[misc]
 
     async def wait_started(self) -> None:
         while self._started is None:  # start() is scheduled but has not run yet
@@ -336,7 +346,7 @@ class ReplicationNode:
 
     def read_local(self, key: str, touch: float | None) -> Any:
         """A read from this member's own table, or ``REMOTE`` if only the owner may answer."""
-        if self._started is None or not self._started.done() or not self.holds(key):
+        if not self._running or not self.holds(key):
             return REMOTE
         entry = self.table.get(key, touch)
         if entry is None or entry.value is None:
@@ -351,20 +361,24 @@ class ReplicationNode:
         """Run ``ops`` (keys of one session) at their owner; answers in order.
 
         An operation that failed on its own answers with its ``StoreError``; a
-        batch that could not run at all raises it.
+        batch that could not run at all raises it. This is on the path of every
+        request, so the usual case (this member owns the session) costs no
+        coroutine and no lookup beyond the one ranking.
         """
-        if self._started is None or not self._started.done():
-            await self.wait_started()
-        elif self._started.exception() is not None:
-            raise self._started.exception()  # type: ignore[misc]
-        tokens = {token_of(op.key) for op in ops}
-        if len(tokens) > 1:
-            return [(await self.execute([op]))[0] for op in ops]
+        if not self._running:
+            await self._until_started()
         key = ops[0].key
+        token = token_of(key)
+        for op in ops:
+            if op.key != key and token_of(op.key) != token:  # not one session: one by one
+                return [(await self.execute([op]))[0] for op in ops]
         for attempt in range(ATTEMPTS):
-            owner = self.owner(key)
+            owner = self._ranked(token)[0]
             if owner == self.name:
-                return await self._execute_here(ops)
+                results, _, pushes, wait = self._apply_batch(ops, requester=None)
+                if pushes:
+                    await self._push(pushes, wait=wait)
+                return results
             try:
                 link = await self._link(owner)
                 wire = [encode_op(op) for op in ops]
@@ -400,7 +414,14 @@ class ReplicationNode:
     def _apply(self, op: Op) -> tuple[Any, Entry | None, bool]:
         """(answer, entry to push, whether the push must be acknowledged)."""
         table = self.table
-        if isinstance(op, Get):
+        kind = type(op)  # exact types: operations are final dataclasses (and this is hot)
+        if kind is Write:
+            try:
+                entry = table.write(op.key, op.value, op.ttl, as_version(op.version))
+            except TableFull as exc:
+                return self._full(exc), None, False
+            return (None if entry is None else Stored((entry.seq, entry.nonce))), entry, True
+        if kind is Get:
             entry = table.get(op.key, op.touch)
             if entry is None or entry.value is None:
                 return None, None, False
@@ -410,16 +431,10 @@ class ReplicationNode:
             ):
                 entry.shared_until = entry.expires_at
                 refresh = entry
-            return Record(entry.value, entry.version), refresh, False
-        if isinstance(op, Write):
-            try:
-                entry = table.write(op.key, op.value, op.ttl, as_version(op.version))
-            except TableFull as exc:
-                return self._full(exc), None, False
-            return (None if entry is None else Stored(entry.version)), entry, True
-        if isinstance(op, Add):  # a lock: it lives on the owner alone (no push)
+            return Record(entry.value, (entry.seq, entry.nonce)), refresh, False
+        if kind is Add:  # a lock: it lives on the owner alone (no push)
             return table.add(op.key, op.value, op.ttl) is not None, None, False
-        if isinstance(op, Delete):
+        if kind is Delete:
             entry = table.delete(op.key)
             return None, (None if entry is None or entry.private else entry), True
         entry = table.touch(op.key, op.ttl)
@@ -477,12 +492,6 @@ class ReplicationNode:
                     pushes[target].append(wire)
             acked |= needs_ack
         return results, for_requester, pushes, acked and self.sync_acks
-
-    async def _execute_here(self, ops: Sequence[Op]) -> list[Any]:
-        results, _, pushes, wait = self._apply_batch(ops, requester=None)
-        if pushes:
-            await self._push(pushes, wait=wait)
-        return results
 
     def _push_now(self, pushes: dict[str, list[list[Any]]]) -> None:
         """Send pushes nobody waits for (locks, TTL refreshes, ``replication_async``)."""

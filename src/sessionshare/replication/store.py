@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any
 
 from sessionshare.config import SessionConfig
 from sessionshare.core.operations import Get, Record
 from sessionshare.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from sessionshare.process import current_pid
 from sessionshare.replication.membership import parse_members
 from sessionshare.replication.messages import Op
 from sessionshare.replication.node import ATTEMPTS, REMOTE, ReplicationNode
@@ -130,18 +130,18 @@ class _Member:
         return self.node.synced.is_set()
 
     def _ensure(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             with self._guard:
-                if self._pid != os.getpid():
+                if self._pid != current_pid():
                     self._start()
-                    self._pid = os.getpid()
+                    self._pid = current_pid()
 
     def _start(self) -> None:
         raise NotImplementedError
 
     def preferred_route(self, key: str) -> str | None:
         """The route of the node whose member owns ``key`` (``ReplicationNode.owner_route``)."""
-        if self._pid != os.getpid() or not self.node.synced.is_set():
+        if self._pid != current_pid() or not self.node.synced.is_set():
             return None
         return self.node.owner_route(key)
 
@@ -188,7 +188,7 @@ class PeerStore(_Member, OperationStore):
             return [exc] * len(ops)
 
     def close(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
+        if self._thread is not None and self._pid == current_pid():
             self._thread.stop()
             self._thread = None
             self._pid = None
@@ -218,10 +218,16 @@ class AsyncPeerStore(_Member, AsyncOperationStore):
         # start() logs its own failure; retrieve it so asyncio does not warn again.
         self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
 
-    async def _run(self, ops: Sequence[Op]) -> list[Any]:
+    def _run(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
+        """The answers of ``ops``: awaitable, and no coroutine of its own in the usual
+        case (the node on this loop), as this is on the path of every request."""
         self._ensure()
         if self._thread is None:
-            return await self.node.execute(ops)
+            return self.node.execute(ops)
+        return self._run_on_thread(ops)
+
+    async def _run_on_thread(self, ops: Sequence[Op]) -> list[Any]:
+        assert self._thread is not None
         future = asyncio.run_coroutine_threadsafe(self.node.execute(ops), self._thread.loop)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.deadline)
@@ -242,7 +248,7 @@ class AsyncPeerStore(_Member, AsyncOperationStore):
 
     async def batch(self, ops: Sequence[StoreOp]) -> list[Any]:
         try:
-            return await self._run(list(ops))
+            return await self._run(ops)  # type: ignore[arg-type]
         except StoreError as exc:
             return [exc] * len(ops)
 

@@ -88,14 +88,12 @@ class Table:
             return None
         return entry
 
-    def _last_seq(self, key: str) -> int:
-        entry = self._entries.get(key) or self._tombstones.get(key)
-        return 0 if entry is None else entry.seq
-
-    def _put(self, key: str, value: bytes, ttl: float, now: float) -> Entry:
-        seq, nonce = self._last_seq(key) + 1, self._random.getrandbits(62)
-        entry = Entry(value, seq, nonce, now + ttl, now + ttl)
-        self._tombstones.pop(key, None)
+    def _put(self, key: str, value: bytes, ttl: float, now: float, last: Entry | None) -> Entry:
+        """A new version of ``key`` after ``last`` (its live entry, or ``None``)."""
+        if last is None:
+            last = self._tombstones.pop(key, None)
+        seq = 1 if last is None else last.seq + 1
+        entry = Entry(value, seq, self._random.getrandbits(62), now + ttl, now + ttl)
         self._entries[key] = entry
         return entry
 
@@ -128,12 +126,15 @@ class Table:
         now = self._clock()
         with self._lock:
             current = self._live(key, now)
-            if (None if current is None else current.version) != version:
+            if current is None:
+                if version is not None:
+                    return None
+                if bounded and len(self._entries) >= self.max_entries:
+                    self.rejected += 1
+                    raise TableFull(f"{len(self._entries)} sessions held (max_sessions)")
+            elif version is None or (current.seq, current.nonce) != version:
                 return None
-            if current is None and bounded and len(self._entries) >= self.max_entries:
-                self.rejected += 1
-                raise TableFull(f"{len(self._entries)} sessions held (max_sessions)")
-            return self._put(key, value, ttl, now)
+            return self._put(key, value, ttl, now, current)
 
     def add(self, key: str, value: bytes, ttl: float) -> Entry | None:
         """Store only if absent (locks, private to the owner); the new entry, or ``None``."""
@@ -141,7 +142,7 @@ class Table:
         with self._lock:
             if self._live(key, now) is not None:
                 return None
-            entry = self._put(key, value, ttl, now)
+            entry = self._put(key, value, ttl, now, None)
             entry.private = True
             return entry
 

@@ -133,7 +133,9 @@ class Link(asyncio.Protocol):
         #: timeout -> id of the last batch of that timeout sent and not answered yet.
         self._in_flight: dict[float, int] = {}
         self._writable: asyncio.Future[None] | None = None
-        self._outbox: list[bytes] | None = None
+        #: frames queued for the next write (``_send``, ``_flush``).
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
         self.ready: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         self.closed = False
 
@@ -147,6 +149,7 @@ class Link(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.peername = transport.get_extra_info("peername")
         self._send(Kind.HELLO, [self.hub.name, self._nonce, self.hub.incarnation, self.hub.route])
+        self._flush()
 
     def data_received(self, data: bytes) -> None:
         self._decoder.feed(data)
@@ -278,25 +281,34 @@ class Link(asyncio.Protocol):
     # -- frames out --------------------------------------------------------------------------
 
     def _send(self, kind: Kind, body: Any) -> None:
+        """Queue one frame; it leaves with the next ``_flush``, which whoever queued it
+        calls or schedules (frames queued meanwhile share its system call)."""
         if self.closed or self._transport is None:
             raise LinkClosed(f"link to {self.peer or self.peername} is closed")
         data = encode_frame(self.hub.key, self._peer_nonce, kind, self._counter, body)
         self._counter += 1
-        # Frames made in one turn of the event loop leave in one write: under load the
-        # requests of many clients share a system call (and a wake-up of the peer).
-        if self._outbox is None:
-            self._outbox = [data]
-            asyncio.get_running_loop().call_soon(self._flush)
-        else:
-            self._outbox.append(data)
+        self._outbox.append(data)
 
     def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, None
+        outbox = self._outbox
         if outbox and not self.closed and self._transport is not None:
             self._transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+        outbox.clear()
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this loop turn: notifications made in one turn (the
+        asynchronous pushes of many requests) then share one write."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def notify(self, method: str, args: list[Any]) -> None:
         self._send(Kind.NOTIFY, [method, args])
+        self._flush_soon()
 
     def request(self, method: str, args: list[Any], timeout: float) -> asyncio.Future[Any]:
         """Call ``method`` on the other member: a future of its answer, failed with
@@ -327,7 +339,10 @@ class Link(asyncio.Protocol):
             del self._batches[batch.timeout]
         if batch.timer is not None:  # the hold timer
             batch.timer.cancel()
-        if all(future.done() for future in batch.futures):
+        for future in batch.futures:
+            if not future.done():
+                break
+        else:
             return  # failed with the link meanwhile, or every caller gave up
         request_id = next(self._ids)
         try:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
+from sessionshare.process import current_pid
 from sessionshare.stores.node_list import NodeSpec
 
 __all__ = ["NodeHealth", "NodeState", "probe_identity"]
@@ -117,11 +117,11 @@ class NodeHealth:
 
     def ensure_running(self) -> None:
         """Start the prober thread in this process if it is not running (lazy, fork-safe)."""
-        if self._pid == os.getpid() or self._stopped.is_set():
+        if self._pid == current_pid() or self._stopped.is_set():
             return
         with self._guard:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if self._pid != current_pid():
+                self._pid = current_pid()
                 threading.Thread(
                     target=self._run, name="sessionshare-memcached-health", daemon=True
                 ).start()

@@ -16,13 +16,13 @@ makes the node suspect until a probe agrees (SPEC §3 ``operation_timeout``).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import time
 from typing import Protocol
 
 from sessionshare.errors import StoreError, StoreTimeout, StoreUnavailable
+from sessionshare.process import current_pid
 from sessionshare.stores.memcached_protocol import ProtocolError, Reply, ReplyParser
 from sessionshare.stores.node_list import NodeSpec
 
@@ -114,14 +114,14 @@ class SyncConnections(_Pools):
         super().__init__(specs, timeout=timeout, on_failure=on_failure)
         self._idle: dict[str, list[_SyncConnection]] = {node: [] for node in self.specs}
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     def _acquire(self, node: str) -> tuple[_SyncConnection, bool]:
         """A connection and whether it was reused (a reused one may have gone stale)."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+            if self._pid != current_pid():  # forked: the parent's sockets are not ours
                 self._idle = {n: [] for n in self.specs}
-                self._pid = os.getpid()
+                self._pid = current_pid()
             idle = self._idle[node]
             if idle:
                 return idle.pop(), True

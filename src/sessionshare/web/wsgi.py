@@ -9,7 +9,6 @@ any, is released when the server closes the response body, even on errors.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from sessionshare.config import SessionConfig
 from sessionshare.core.manager import ErrorResponse, RequestInfo, RequestSession
 from sessionshare.core.session import Session
 from sessionshare.errors import SessionShareError
+from sessionshare.process import current_pid
 from sessionshare.runners import run_sync
 from sessionshare.stores.base import Store
 from sessionshare.stores.factory import create_store
@@ -184,11 +184,11 @@ class _LockRenewer:
         self._guard = threading.Lock()
 
     def ensure_running(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             return
         with self._guard:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if self._pid != current_pid():
+                self._pid = current_pid()
                 threading.Thread(target=self._run, name="sessionshare-locks", daemon=True).start()
 
     def _run(self) -> None:
