@@ -131,7 +131,7 @@ def test_bad_frames_are_dropped_and_logged_and_the_member_keeps_serving(
         sock.sendall(hello("node2"))
         answer = _frames(sock)
         nonce = msgpack.unpackb(answer[HEADER.size : -32])[1]
-        ping = encode_frame(key, nonce, Kind.REQUEST, 1, [1, [["ping", []]]])
+        ping = encode_frame(key, nonce, Kind.REQUEST, 1, [1, [["ping", []]], []])
         sock.sendall(ping)
         assert b"pong" in _frames(sock)
         sock.sendall(ping)  # the same frame again

@@ -24,7 +24,7 @@ class RecordingHub:
         self.incarnation = 1
         self.route = f"route_{name}"
         self.key = derive_key("secret")
-        self.counters: dict[str, int] = {"requests_sent": 0, "calls_sent": 0}
+        self.counters: dict[str, int] = {"requests_sent": 0, "calls_sent": 0, "replies_sent": 0}
         self.calls: list[tuple[str, list[Any]]] = []
         self.links: list[Link] = []
 
@@ -55,6 +55,12 @@ class RecordingHub:
     def on_notify(self, link: Link, method: str, args: list[Any]) -> None:
         pass
 
+    def carrier(self, peer: str) -> Link | None:
+        return None  # one link per pair here: answers go back on it
+
+    def answers_for(self, peer: str) -> Link | None:
+        return None
+
 
 async def linked() -> tuple[RecordingHub, RecordingHub, Link, asyncio.Server]:
     a, b = RecordingHub("a"), RecordingHub("b")
@@ -83,11 +89,11 @@ def test_requests_made_while_one_is_in_flight_travel_in_one_frame_with_an_answer
             assert answers[:6] == [0, 1, 2, 3, 4, "late"]
             assert isinstance(answers[6], RemoteError) and "no such thing" in str(answers[6])
             # The first call left at once; the six made meanwhile left together.
-            assert a.counters == {"requests_sent": 2, "calls_sent": 7}
+            assert a.counters == {"requests_sent": 2, "calls_sent": 7, "replies_sent": 0}
             assert [method for method, _ in b.calls] == ["echo"] * 5 + ["slow", "boom"]
             # On an idle link a call leaves at once, alone.
             assert await link.request("echo", ["again"], 1.0) == "again"
-            assert a.counters == {"requests_sent": 3, "calls_sent": 8}
+            assert a.counters == {"requests_sent": 3, "calls_sent": 8, "replies_sent": 0}
         finally:
             link.close()
             server.close()
@@ -122,7 +128,7 @@ def test_a_held_batch_leaves_after_hold_at_most_when_the_reply_is_slow() -> None
             assert await link.request("echo", ["second"], 1.0) == "second"
             assert asyncio.get_running_loop().time() - started < 0.04  # not after "slow"
             assert await slow == "first"
-            assert a.counters == {"requests_sent": 2, "calls_sent": 2}
+            assert a.counters == {"requests_sent": 2, "calls_sent": 2, "replies_sent": 0}
         finally:
             link.close()
             server.close()

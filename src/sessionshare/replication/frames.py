@@ -26,8 +26,7 @@ import enum
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -46,7 +45,8 @@ __all__ = [
 
 MAGIC = b"SR"
 #: 2: a REQUEST carries a batch of calls and its REPLY an answer per call (transport.py).
-PROTOCOL_VERSION = 2
+#: 3: answers may ride on a REQUEST, and on either link between two members.
+PROTOCOL_VERSION = 3
 HEADER = struct.Struct("!2sBBIQ")
 TAG_SIZE = 32
 #: a body larger than this is refused from its header alone: room for a session at
@@ -56,8 +56,12 @@ MAX_BODY = 8 * 1024 * 1024
 
 class Kind(enum.IntEnum):
     HELLO = 1  # [member name, nonce, incarnation, route]; signed with an empty receiver nonce
-    REQUEST = 2  # [request id, [[method, args], ...]]; answered by one REPLY
-    REPLY = 3  # [request id, ok, [[ok, result], ...]] (ok false: the whole batch failed)
+    #: [request id, [[method, args], ...], answers]: calls, and answers owed to the
+    #: receiver (as in REPLY), which ride along when both are due (transport.py)
+    REQUEST = 2
+    #: [[[request id, ok, [[ok, result], ...]], ...]]: answers, each to one REQUEST
+    #: (ok false: that whole request failed)
+    REPLY = 3
     NOTIFY = 4  # [method, args]; no answer (heartbeats, asynchronous pushes)
 
 
@@ -73,8 +77,10 @@ class FrameError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One verified frame (a named tuple: one is made per frame received, and a frozen
+    dataclass costs several times as much to build)."""
+
     kind: Kind
     counter: int
     body: Any
@@ -141,24 +147,32 @@ class FrameDecoder:
         frame_kind = _KINDS.get(kind)
         if frame_kind is None:
             raise FrameError(f"unknown frame kind {kind}")
-        end = HEADER.size + length + TAG_SIZE
+        signed = HEADER.size + length
+        end = signed + TAG_SIZE
         if len(buffer) < end:
             return None
-        header = bytes(buffer[: HEADER.size])
-        payload = bytes(buffer[HEADER.size : HEADER.size + length])
-        tag = bytes(buffer[HEADER.size + length : end])
         receiver_nonce = b"" if frame_kind is Kind.HELLO else self._nonce
-        expected_tag = hmac.digest(self._key, receiver_nonce + header + payload, hashlib.sha256)
-        if not hmac.compare_digest(tag, expected_tag):
-            raise FrameError("bad signature (wrong secret, tampered or replayed frame)")
-        if (frame_kind is Kind.HELLO) != (self._expected == 0):
-            raise FrameError("HELLO must be the first frame of a connection, and only the first")
-        if counter != self._expected:
-            raise FrameError(f"frame counter {counter}, expected {self._expected} (replay)")
+        with memoryview(buffer) as view:  # no copies of the frame until it is trusted
+            expected_tag = hmac.digest(
+                self._key, receiver_nonce + view[:signed], hashlib.sha256
+            )
+            if not hmac.compare_digest(view[signed:end], expected_tag):
+                raise FrameError("bad signature (wrong secret, tampered or replayed frame)")
+            if (frame_kind is Kind.HELLO) != (self._expected == 0):
+                raise FrameError(
+                    "HELLO must be the first frame of a connection, and only the first"
+                )
+            if counter != self._expected:
+                raise FrameError(f"frame counter {counter}, expected {self._expected} (replay)")
+            try:
+                body = msgpack.unpackb(view[HEADER.size : signed], raw=False)
+            except (
+                ValueError,
+                msgpack.ExtraData,
+                msgpack.FormatError,
+                msgpack.StackError,
+            ) as exc:
+                raise FrameError(f"undecodable body: {exc}") from None
         del buffer[:end]
         self._expected += 1
-        try:
-            body = msgpack.unpackb(payload, raw=False)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise FrameError(f"undecodable body: {exc}") from None
         return Frame(frame_kind, counter, body)

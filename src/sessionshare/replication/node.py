@@ -508,22 +508,24 @@ class ReplicationNode:
             self._push_now(pushes)
             return
         self.counters["pushes"] += len(pushes)
+        if len(pushes) == 1:  # two members: no task per push (gather would make one)
+            for name, entries in pushes.items():
+                try:
+                    await self._acked(name, entries)
+                except (OSError, TimeoutError, RemoteError) as exc:
+                    self._not_acknowledged(name, exc)
+            return
         names = list(pushes)
-        outcomes: list[BaseException | None]
-        if len(names) == 1:  # two members: no task per push (gather would make one)
-            try:
-                await self._acked(names[0], pushes[names[0]])
-                outcomes = [None]
-            except (OSError, TimeoutError, RemoteError) as exc:
-                outcomes = [exc]
-        else:
-            outcomes = await asyncio.gather(
-                *(self._acked(name, pushes[name]) for name in names), return_exceptions=True
-            )
+        outcomes = await asyncio.gather(
+            *(self._acked(name, pushes[name]) for name in names), return_exceptions=True
+        )
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                self.counters["ack_failures"] += 1
-                self._drop(name, f"did not acknowledge a write ({outcome!r})")
+                self._not_acknowledged(name, outcome)
+
+    def _not_acknowledged(self, name: str, error: BaseException) -> None:
+        self.counters["ack_failures"] += 1
+        self._drop(name, f"did not acknowledge a write ({error!r})")
 
     def _acked(self, name: str, entries: list[list[Any]]) -> Awaitable[Any]:
         """``entries`` sent to ``name``: awaitable until it acknowledged them."""
@@ -542,9 +544,15 @@ class ReplicationNode:
 
     def _merge(self, entries: Sequence[Sequence[Any]]) -> int:
         merged = 0
+        merge = self.table.merge
         for key, value, seq, nonce, ttl, *force in entries:
-            data = None if value is None else bytes(value)
-            if self.table.merge(str(key), data, int(seq), int(nonce), ttl, force=bool(force)):
+            # Signed by a member, but still checked: a bad type must fail here, in the
+            # request that carried it, not later in whatever reads the table.
+            if not (type(key) is str and type(seq) is int and type(nonce) is int):
+                raise TypeError(f"malformed entry for {key!r}")
+            if value is not None and type(value) is not bytes:
+                raise TypeError(f"malformed value for {key!r}")
+            if merge(key, value, seq, nonce, float(ttl), force=bool(force)):
                 merged += 1
         return merged
 
@@ -595,14 +603,20 @@ class ReplicationNode:
             if peer is not None and peer.status is not Status.DOWN and self.loop is not None:
                 self._spawn(self._check_gone(link.peer))
 
+    def carrier(self, peer: str) -> Link | None:
+        link = self._out.get(peer)
+        return None if link is None or link.closed else link
+
+    answers_for = carrier  # requests to ``peer`` leave on the link this member dialled
+
     def on_request(self, link: Link, method: str, args: list[Any]) -> Any:
         peer = link.peer
         assert peer is not None
         self.view.heard_from(peer, time.monotonic())
+        if method == "apply":  # a holder's side of every replicated write: first
+            return self._merge(args[0])
         if method == "exec":
             return self._serve_exec(peer, [decode_op(op) for op in args[0]])
-        if method == "apply":
-            return self._merge(args[0])
         if method == "status":
             self._announced(peer, Status(int(args[0])), int(args[1]), int(args[2]))
             return [int(self.status), self.incarnation, self.epoch]  # and ours, in return
@@ -930,6 +944,7 @@ class ReplicationNode:
             "pushes": self.counters["pushes"],
             "requests_sent": self.counters["requests_sent"],
             "calls_sent": self.counters["calls_sent"],
+            "replies_sent": self.counters["replies_sent"],
             "ack_failures": self.counters["ack_failures"],
             "members_dropped": self.counters["members_dropped"],
             "syncs": self.counters["syncs"],

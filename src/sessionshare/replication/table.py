@@ -190,13 +190,15 @@ class Table:
         """
         now = self._clock()
         with self._lock:
-            current = self._entries.get(key) or self._tombstones.get(key)
+            current = self._entries.get(key)
+            if current is None:
+                current = self._tombstones.get(key)
             if force and seq == 0:
                 return self._entries.pop(key, None) is not None
-            if current is not None and not force:
-                if (seq, nonce) < current.version:
+            if current is not None and not force and seq <= current.seq:
+                if seq < current.seq or nonce < current.nonce:
                     return False
-                if (seq, nonce) == current.version:
+                if nonce == current.nonce:
                     if value is None or current.value is None or now + ttl <= current.expires_at:
                         return False
                     current.expires_at = current.shared_until = now + ttl
@@ -204,7 +206,8 @@ class Table:
             if value is None:
                 self._bury(key, seq, nonce, now)
             else:
-                self._tombstones.pop(key, None)
+                if current is not None and current.value is None:
+                    del self._tombstones[key]
                 self._entries[key] = Entry(value, seq, nonce, now + ttl, now + ttl)
             return True
 

@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import logging
 import os
+import types
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -42,6 +43,12 @@ __all__ = ["Hub", "Link", "LinkClosed", "RemoteError", "connect"]
 log = logging.getLogger("sessionshare.replication")
 
 NONCE_BYTES = 16
+#: what a hub may answer with to make the answer wait: concrete types, since an
+#: ``isinstance`` against the ``Awaitable`` ABC costs more than the call it checks.
+_AWAITABLES = (types.CoroutineType, asyncio.Future)
+#: request ids are unique in this process, not per link: an answer that comes back on
+#: another link than its request (module doc) can never settle the wrong request.
+_request_ids = itertools.count(1)
 #: a held batch leaves after this long even if the reply it waits for has not come.
 HOLD_AT_MOST = 0.002
 
@@ -63,7 +70,8 @@ class Hub(Protocol):
     #: the route of this member's app node (``None``: routes are off); peers learn it
     #: from the HELLO, so they can point a session's cookie at its owner (node.py).
     route: str | None
-    #: ``requests_sent`` and ``calls_sent`` (their ratio is the batching achieved).
+    #: ``requests_sent``, ``calls_sent`` (their ratio is the batching achieved) and
+    #: ``replies_sent`` (answers that could not ride on a request).
     counters: dict[str, int]
 
     def is_member(self, name: str) -> bool: ...
@@ -74,14 +82,25 @@ class Hub(Protocol):
 
     def link_down(self, link: Link) -> None: ...
 
-    def on_request(self, link: Link, method: str, args: list[Any]) -> Any: ...
+    def on_request(self, link: Link, method: str, args: list[Any]) -> Any:
+        """The answer to one call, or a coroutine (or future) to wait for it."""
+        ...
 
     def on_notify(self, link: Link, method: str, args: list[Any]) -> None: ...
+
+    def carrier(self, peer: str) -> Link | None:
+        """The link this member dialled to ``peer`` if it is up: answers owed to
+        ``peer`` ride on its next frame (module doc)."""
+        ...
+
+    def answers_for(self, peer: str) -> Link | None:
+        """The link whose requests to ``peer`` an answer from ``peer`` may settle."""
+        ...
 
 
 @dataclass(slots=True)
 class _Batch:
-    """Calls that leave together: they share one frame, one reply and one timer.
+    """Calls that leave together: they share one frame, one reply and one deadline.
 
     Each caller waits on a future of its own, so a caller that is cancelled (its
     client went away) cancels nothing for the others.
@@ -90,18 +109,15 @@ class _Batch:
     timeout: float
     calls: list[list[Any]] = field(default_factory=list)
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    #: ``loop.time()`` by which it must leave (gathering) or be given up (sent).
+    deadline: float = 0.0
 
     def fail(self, error: BaseException) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         for future in self.futures:
             if not future.done():
                 future.set_exception(error)
 
     def answer(self, answers: list[list[Any]]) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         for future, (ok, result) in zip(self.futures, answers, strict=True):
             if not future.done():
                 if ok:
@@ -125,7 +141,6 @@ class Link(asyncio.Protocol):
         self._decoder = FrameDecoder(hub.key, self._nonce)
         self._transport: asyncio.Transport | None = None
         self._counter = 0
-        self._ids = itertools.count(1)
         #: batches sent and not answered yet, by request id.
         self._pending: dict[int, _Batch] = {}
         #: the batch being gathered, per timeout (calls of one timeout share a batch).
@@ -133,6 +148,11 @@ class Link(asyncio.Protocol):
         #: timeout -> id of the last batch of that timeout sent and not answered yet.
         self._in_flight: dict[float, int] = {}
         self._writable: asyncio.Future[None] | None = None
+        #: the one timer of this link (``_watch``) and when it fires.
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        #: answers this member owes the peer, to leave with the next frame to it.
+        self._owed: list[list[Any]] = []
         #: frames queued for the next write (``_send``, ``_flush``).
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
@@ -153,18 +173,24 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._decoder.feed(data)
+        carriers: list[Link] = []
         while not self.closed:
             try:
                 frame = self._decoder.next_frame()
                 if frame is None:
                     break
-                self._dispatch(frame)
+                self._dispatch(frame, carriers)
             except FrameError as exc:
                 self._refuse(exc.reason)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 self._refuse(f"malformed frame body: {exc!r}")
-        # Replies made for these frames leave now, not a loop turn later: the other
+        # Answers made for these frames leave now, not a loop turn later: the other
         # side is waiting for them.
+        for carrier in carriers:
+            unsent = carrier._settle()
+            if unsent and not self.closed:
+                self._send(Kind.REPLY, [unsent])
+                self.hub.counters["replies_sent"] += 1
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -178,6 +204,9 @@ class Link(asyncio.Protocol):
         self._pending.clear()
         self._batches.clear()
         self._in_flight.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.hub.link_down(self)
@@ -196,44 +225,104 @@ class Link(asyncio.Protocol):
         self.hub.frame_dropped(self, reason)
         self.close()
 
-    def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: Frame, carriers: list[Link]) -> None:
         body = frame.body
-        if frame.kind is Kind.HELLO:
-            name, nonce, incarnation, route = body
-            if not isinstance(name, str) or not self.hub.is_member(name) or name == self.hub.name:
-                raise FrameError(f"HELLO from {name!r}, which is not a configured member")
-            if self.expected_peer is not None and name != self.expected_peer:
-                raise FrameError(f"dialled {self.expected_peer} but {name!r} answered")
-            if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
-                raise FrameError("HELLO nonce has the wrong size")
-            if route is not None and not (isinstance(route, str) and is_valid_name(route)):
-                raise FrameError(f"HELLO route {route!r} is not a valid route name")
-            self.peer, self._peer_nonce, self.peer_incarnation = name, nonce, int(incarnation)
-            self.peer_route = route
-            self.ready.set_result(self)
-            self.hub.link_up(self)
-        elif frame.kind is Kind.REQUEST:
-            request_id, calls = body
-            self._answer(int(request_id), [(str(method), list(args)) for method, args in calls])
+        if frame.kind is Kind.REQUEST:
+            request_id, calls, answers = body
+            results = self._answer(int(request_id), calls)
+            if results is not None:
+                carrier = self._carrier()
+                carrier._owed.append([int(request_id), True, results])
+                if carrier not in carriers:
+                    carriers.append(carrier)
+            # Settled after our answers are owed: a batch these answers release leaves
+            # with them (one frame each way per round trip under load).
+            self._resolve(answers)
         elif frame.kind is Kind.REPLY:
-            request_id, ok, result = body
-            batch = self._pending.pop(int(request_id), None)
-            if batch is not None:
-                if ok:
-                    batch.answer(list(result))
-                else:
-                    batch.fail(RemoteError(str(result)))
-                self._answered(int(request_id), batch.timeout)
-        else:
+            self._resolve(body[0])
+        elif frame.kind is Kind.NOTIFY:
             method, args = body
             self.hub.on_notify(self, str(method), list(args))
+        else:
+            self._hello(body)
 
-    def _answer(self, request_id: int, calls: list[tuple[str, list[Any]]]) -> None:
-        """Answer every call of a request; one REPLY frame with ``[ok, result]`` each.
+    def _hello(self, body: Any) -> None:
+        name, nonce, incarnation, route = body
+        if not isinstance(name, str) or not self.hub.is_member(name) or name == self.hub.name:
+            raise FrameError(f"HELLO from {name!r}, which is not a configured member")
+        if self.expected_peer is not None and name != self.expected_peer:
+            raise FrameError(f"dialled {self.expected_peer} but {name!r} answered")
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise FrameError("HELLO nonce has the wrong size")
+        if route is not None and not (isinstance(route, str) and is_valid_name(route)):
+            raise FrameError(f"HELLO route {route!r} is not a valid route name")
+        self.peer, self._peer_nonce, self.peer_incarnation = name, nonce, int(incarnation)
+        self.peer_route = route
+        self.ready.set_result(self)
+        self.hub.link_up(self)
 
-        Most calls are answered at once; a call whose answer must wait (an owner
-        waiting for other holders' acknowledgements, a state transfer) makes the whole
-        reply wait, so the answers still leave together.
+    def _carrier(self) -> Link:
+        """The link answers to this link's requests leave on: the one this member
+        dialled to the same process if it is up (its next frame takes them along),
+        else this one. Never a link to an earlier process of that member: an answer
+        there would reach nobody."""
+        assert self.peer is not None
+        carrier = self.hub.carrier(self.peer)
+        if (
+            carrier is None
+            or carrier.closed
+            or carrier.peer_incarnation != self.peer_incarnation
+            or not carrier.ready.done()
+        ):
+            return self
+        return carrier
+
+    def _settle(self) -> list[list[Any]]:
+        """Send the answers owed to the peer: with the batch gathering here if there is
+        one (it leaves early: a frame goes anyway), else in a REPLY of their own.
+        Returns what could not be sent (this link closed meanwhile)."""
+        owed = self._owed
+        if not owed:
+            return []
+        if self.closed:
+            self._owed = []
+            return owed
+        for batch in list(self._batches.values()):
+            self._send_batch(batch)  # takes the owed answers along
+            break
+        if self._owed:
+            self._send(Kind.REPLY, [self._owed])
+            self._owed = []
+            self.hub.counters["replies_sent"] += 1
+        self._flush()
+        return []
+
+    def _resolve(self, answers: list[list[Any]]) -> None:
+        """Settle the requests ``answers`` are for: sent on this link, or on the link
+        this member dialled to the peer (answers ride on the peer's own frames)."""
+        other: Link | None = None
+        for request_id, ok, results in answers:
+            link, batch = self, self._pending.pop(int(request_id), None)
+            if batch is None:
+                if other is None:
+                    assert self.peer is not None
+                    other = self.hub.answers_for(self.peer) or self
+                link, batch = other, other._pending.pop(int(request_id), None)
+                if batch is None:
+                    continue  # timed out and given up meanwhile
+            if ok:
+                batch.answer(list(results))
+            else:
+                batch.fail(RemoteError(str(results)))
+            link._answered(int(request_id), batch.timeout)
+
+    def _answer(self, request_id: int, calls: list[list[Any]]) -> Any:
+        """Answer every call of a request: ``[ok, result]`` each, in order.
+
+        Most calls are answered at once, and the answers are returned; a call whose
+        answer must wait (an owner waiting for other holders' acknowledgements, a
+        state transfer) makes the whole reply wait: then ``None`` is returned and the
+        answers leave together in a REPLY of their own once all are known.
         """
         answers: list[list[Any]] = []
         waiting: list[tuple[int, Awaitable[Any]]] = []
@@ -243,20 +332,20 @@ class Link(asyncio.Protocol):
             except Exception as exc:  # a bad call is answered with an error, not a crash
                 answers.append(self._error(method, exc))
                 continue
-            if isinstance(result, Awaitable):
+            if isinstance(result, _AWAITABLES):
                 waiting.append((len(answers), result))
                 answers.append([])
             else:
                 answers.append([True, result])
         if not waiting:
-            self._send(Kind.REPLY, [request_id, True, answers])
-            return
+            return answers
         task = asyncio.ensure_future(self._answer_later(calls, answers, waiting))
         task.add_done_callback(lambda done: self._send_if_open(request_id, done))
+        return None
 
     async def _answer_later(
         self,
-        calls: list[tuple[str, list[Any]]],
+        calls: list[list[Any]],
         answers: list[list[Any]],
         waiting: list[tuple[int, Awaitable[Any]]],
     ) -> list[list[Any]]:
@@ -271,7 +360,7 @@ class Link(asyncio.Protocol):
     def _send_if_open(self, request_id: int, task: asyncio.Future[list[list[Any]]]) -> None:
         if self.closed or task.cancelled():
             return
-        self._send(Kind.REPLY, [request_id, True, task.result()])
+        self._send(Kind.REPLY, [[[request_id, True, task.result()]]])
         self._flush()
 
     def _error(self, method: str, exc: BaseException) -> list[Any]:
@@ -324,7 +413,8 @@ class Link(asyncio.Protocol):
             batch = _Batch(timeout)
             if timeout in self._in_flight:  # gather until its reply comes
                 self._batches[timeout] = batch
-                batch.timer = loop.call_later(HOLD_AT_MOST, self._send_batch, batch)
+                batch.deadline = loop.time() + HOLD_AT_MOST
+                self._watch(batch.deadline)
                 held = True
         future = loop.create_future()
         batch.calls.append([method, args])
@@ -337,24 +427,25 @@ class Link(asyncio.Protocol):
         """Send ``batch`` as one request (and stop gathering into it)."""
         if self._batches.get(batch.timeout) is batch:
             del self._batches[batch.timeout]
-        if batch.timer is not None:  # the hold timer
-            batch.timer.cancel()
         for future in batch.futures:
             if not future.done():
                 break
         else:
             return  # failed with the link meanwhile, or every caller gave up
-        request_id = next(self._ids)
+        request_id = next(_request_ids)
+        owed, self._owed = self._owed, []
         try:
-            self._send(Kind.REQUEST, [request_id, batch.calls])
+            self._send(Kind.REQUEST, [request_id, batch.calls, owed])
         except LinkClosed as exc:
+            self._owed = owed
             batch.fail(exc)
             return
         self._pending[request_id] = batch
         self._in_flight[batch.timeout] = request_id
         self.hub.counters["requests_sent"] += 1
         self.hub.counters["calls_sent"] += len(batch.calls)
-        batch.timer = asyncio.get_running_loop().call_later(batch.timeout, self._expire, request_id)
+        batch.deadline = asyncio.get_running_loop().time() + batch.timeout
+        self._watch(batch.deadline)
         self._flush()
 
     def _answered(self, request_id: int, timeout: float) -> None:
@@ -364,6 +455,36 @@ class Link(asyncio.Protocol):
             waiting = self._batches.get(timeout)
             if waiting is not None and not self.closed:
                 self._send_batch(waiting)
+
+    def _watch(self, deadline: float) -> None:
+        """Make sure the watchdog runs by ``deadline``.
+
+        One timer per link, not one per batch: under load a link sends thousands of
+        batches a second and nearly all leave and are answered long before their
+        deadlines, so a timer each (made, then cancelled) cost more than the rest of
+        the batching. The watchdog instead wakes at the earliest deadline, handles what
+        is due, and sleeps until the next.
+        """
+        if self._watchdog is None or deadline < self._watchdog_at:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog_at = deadline
+            self._watchdog = asyncio.get_running_loop().call_at(deadline, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self.closed:
+            return
+        now = asyncio.get_running_loop().time()
+        for batch in list(self._batches.values()):
+            if batch.deadline <= now:
+                self._send_batch(batch)  # held long enough
+        for request_id, batch in list(self._pending.items()):
+            if batch.deadline <= now:
+                self._expire(request_id)
+        waiting = [*self._batches.values(), *self._pending.values()]
+        if waiting:
+            self._watch(min(batch.deadline for batch in waiting))
 
     def _expire(self, request_id: int) -> None:
         batch = self._pending.pop(request_id, None)
