@@ -153,9 +153,7 @@ class FrameDecoder:
             return None
         receiver_nonce = b"" if frame_kind is Kind.HELLO else self._nonce
         with memoryview(buffer) as view:  # no copies of the frame until it is trusted
-            expected_tag = hmac.digest(
-                self._key, receiver_nonce + view[:signed], hashlib.sha256
-            )
+            expected_tag = hmac.digest(self._key, receiver_nonce + view[:signed], hashlib.sha256)
             if not hmac.compare_digest(view[signed:end], expected_tag):
                 raise FrameError("bad signature (wrong secret, tampered or replayed frame)")
             if (frame_kind is Kind.HELLO) != (self._expected == 0):
