@@ -37,6 +37,7 @@ __all__ = [
     "TAG_SIZE",
     "Frame",
     "FrameDecoder",
+    "FrameEncoder",
     "FrameError",
     "Kind",
     "derive_key",
@@ -95,12 +96,36 @@ def derive_key(secret: str) -> bytes:
     return hmac.digest(secret.encode(), b"sessionshare replication frames v1", hashlib.sha256)
 
 
+def _mac(key: bytes, receiver_nonce: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with ``key`` that has absorbed ``receiver_nonce`` already.
+
+    Each frame's tag starts from a ``copy()`` of it: the key's inner and outer
+    blocks and the nonce are hashed once per connection instead of once per frame,
+    which halves what signing costs for the small frames replication sends.
+    """
+    return hmac.new(key, receiver_nonce, hashlib.sha256)
+
+
+class FrameEncoder:
+    """Signs frames for one receiver (its HELLO ``nonce``; ``b""`` for the HELLO)."""
+
+    def __init__(self, key: bytes, receiver_nonce: bytes) -> None:
+        self._mac = _mac(key, receiver_nonce)
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, kind: Kind, counter: int, body: Any) -> bytes:
+        """The bytes of one signed frame."""
+        payload = self._packer.pack(body)
+        header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(payload), counter)
+        mac = self._mac.copy()
+        mac.update(header)
+        mac.update(payload)
+        return b"".join((header, payload, mac.digest()))
+
+
 def encode_frame(key: bytes, receiver_nonce: bytes, kind: Kind, counter: int, body: Any) -> bytes:
-    """The bytes of one signed frame."""
-    payload = msgpack.packb(body, use_bin_type=True)
-    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(payload), counter)
-    tag = hmac.digest(key, receiver_nonce + header + payload, hashlib.sha256)
-    return b"".join((header, payload, tag))
+    """The bytes of one signed frame (a one-off ``FrameEncoder``)."""
+    return FrameEncoder(key, receiver_nonce).encode(kind, counter, body)
 
 
 class FrameDecoder:
@@ -112,8 +137,7 @@ class FrameDecoder:
     """
 
     def __init__(self, key: bytes, nonce: bytes, *, max_body: int = MAX_BODY) -> None:
-        self._key = key
-        self._nonce = nonce
+        self._macs = {True: _mac(key, b""), False: _mac(key, nonce)}  # HELLO or not
         self._max_body = max_body
         self._buffer = bytearray()
         self._expected = 0  # the peer's HELLO is frame 0
@@ -151,10 +175,10 @@ class FrameDecoder:
         end = signed + TAG_SIZE
         if len(buffer) < end:
             return None
-        receiver_nonce = b"" if frame_kind is Kind.HELLO else self._nonce
+        mac = self._macs[frame_kind is Kind.HELLO].copy()
         with memoryview(buffer) as view:  # no copies of the frame until it is trusted
-            expected_tag = hmac.digest(self._key, receiver_nonce + view[:signed], hashlib.sha256)
-            if not hmac.compare_digest(view[signed:end], expected_tag):
+            mac.update(view[:signed])
+            if not hmac.compare_digest(view[signed:end], mac.digest()):
                 raise FrameError("bad signature (wrong secret, tampered or replayed frame)")
             if (frame_kind is Kind.HELLO) != (self._expected == 0):
                 raise FrameError(

@@ -142,6 +142,8 @@ class ReplicationNode:
         self.view = Membership((), drop_after=drop_after)
         #: set once the first state transfer finished: what ``/healthz`` reports.
         self.synced = threading.Event()
+        #: ``synced.is_set()`` as a plain attribute, for the per-request checks.
+        self.has_synced = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.last_tick = time.monotonic()
         self.counters: dict[str, int] = defaultdict(int)
@@ -298,7 +300,7 @@ class ReplicationNode:
         live: the lock is then taken with no message, and the only message a modifying
         request costs is the push to the other holders.
         """
-        owner = self.owner(key)
+        owner = self._ranked(token_of(key))[0]
         if owner == self.name:
             return self.route
         peer = self.view.peers.get(owner)
@@ -314,11 +316,12 @@ class ReplicationNode:
 
     def _receivers(self, key: str) -> list[str]:
         """Who gets this owner's changes to ``key``: the other holders, and members
-        still syncing that will hold it once ready."""
+        still syncing that will hold it once ready. Read it, do not change it (with
+        ``replicated`` it is the one list cached until the view changes)."""
         if self.copies is None:
             if self._receivers_all is None:
                 self._receivers_all = self.view.with_status(Status.READY, Status.SYNCING)
-            return list(self._receivers_all)
+            return self._receivers_all
         token = token_of(key)
         ready = self.ready_members()
         if self.name in ready:
@@ -471,13 +474,13 @@ class ReplicationNode:
         whether those pushes must be acknowledged before the answer goes out.
         """
         results: list[Any] = []
-        pushes: dict[str, list[list[Any]]] = defaultdict(list)
+        pushes: dict[str, list[list[Any]]] = {}
         for_requester: list[list[Any]] = []
         acked = False
         for op in ops:
             result, entry, needs_ack = self._apply(op)
             results.append(result)
-            if result is None and isinstance(op, Write) and requester is not None:
+            if result is None and requester is not None and type(op) is Write:
                 # A conflict: the requester read a copy the owner does not have (a change
                 # its previous owner pushed to some holders only, before it was killed, so
                 # no client saw it succeed). The owner's copy is the truth: send it along.
@@ -488,8 +491,10 @@ class ReplicationNode:
             for target in self._receivers(op.key):
                 if target == requester:
                     for_requester.append(wire)
-                else:
+                elif target in pushes:
                     pushes[target].append(wire)
+                else:
+                    pushes[target] = [wire]
             acked |= needs_ack
         return results, for_requester, pushes, acked and self.sync_acks
 
@@ -869,6 +874,7 @@ class ReplicationNode:
             await asyncio.gather(*(self._announce(name) for name in reachable))
             self._view_changed()
             self.synced.set()
+            self.has_synced = True
             if not self._resync_again:
                 return
 

@@ -141,7 +141,7 @@ class _Member:
 
     def preferred_route(self, key: str) -> str | None:
         """The route of the node whose member owns ``key`` (``ReplicationNode.owner_route``)."""
-        if self._pid != current_pid() or not self.node.synced.is_set():
+        if self._pid != current_pid() or not self.node.has_synced:
             return None
         return self.node.owner_route(key)
 

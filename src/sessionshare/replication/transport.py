@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from sessionshare.core.ids import is_valid_name
-from sessionshare.replication.frames import Frame, FrameDecoder, FrameError, Kind, encode_frame
+from sessionshare.replication.frames import Frame, FrameDecoder, FrameEncoder, FrameError, Kind
 
 __all__ = ["Hub", "Link", "LinkClosed", "RemoteError", "connect"]
 
@@ -137,7 +137,9 @@ class Link(asyncio.Protocol):
         self.peer_route: str | None = None
         self.peername: Any = None
         self._nonce = os.urandom(NONCE_BYTES)
-        self._peer_nonce = b""
+        #: signs what this side sends: over the empty nonce for the HELLO, then over
+        #: the peer's own HELLO nonce (``frames.py``).
+        self._encoder = FrameEncoder(hub.key, b"")
         self._decoder = FrameDecoder(hub.key, self._nonce)
         self._transport: asyncio.Transport | None = None
         self._counter = 0
@@ -256,7 +258,8 @@ class Link(asyncio.Protocol):
             raise FrameError("HELLO nonce has the wrong size")
         if route is not None and not (isinstance(route, str) and is_valid_name(route)):
             raise FrameError(f"HELLO route {route!r} is not a valid route name")
-        self.peer, self._peer_nonce, self.peer_incarnation = name, nonce, int(incarnation)
+        self.peer, self.peer_incarnation = name, int(incarnation)
+        self._encoder = FrameEncoder(self.hub.key, nonce)
         self.peer_route = route
         self.ready.set_result(self)
         self.hub.link_up(self)
@@ -374,7 +377,7 @@ class Link(asyncio.Protocol):
         calls or schedules (frames queued meanwhile share its system call)."""
         if self.closed or self._transport is None:
             raise LinkClosed(f"link to {self.peer or self.peername} is closed")
-        data = encode_frame(self.hub.key, self._peer_nonce, kind, self._counter, body)
+        data = self._encoder.encode(kind, self._counter, body)
         self._counter += 1
         self._outbox.append(data)
 
