@@ -159,7 +159,10 @@ class ReplicationNode:
         self._ready_peers: list[str] | None = None
         #: token -> ranking, while this member is (not) fresh: ``_ranked``.
         self._ranks: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+        #: token -> ``_receivers`` in ``backup`` mode, cached the same way.
+        self._targets: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
         self._receivers_all: list[str] | None = None
+        self._syncing_peers: list[str] | None = None
         self._placed_for: list[str] | None = None
         self._sync_task: asyncio.Future[None] | None = None
         self._resync_again = False
@@ -323,6 +326,15 @@ class ReplicationNode:
                 self._receivers_all = self.view.with_status(Status.READY, Status.SYNCING)
             return self._receivers_all
         token = token_of(key)
+        cache = self._targets[self.fresh]  # like ``_ranked``: per view, per token
+        targets = cache.get(token)
+        if targets is None:
+            if len(cache) >= RANK_CACHE:
+                cache.clear()
+            targets = cache[token] = self._backup_targets(token)
+        return targets
+
+    def _backup_targets(self, token: str) -> list[str]:
         ready = self.ready_members()
         if self.name in ready:
             holders = self._ranked(token)[: self.copies]
@@ -330,15 +342,19 @@ class ReplicationNode:
             ready = [*ready, self.name]
             holders = self.holders(token, ready)
         targets = [m for m in holders if m != self.name]
-        for name in self.view.with_status(Status.SYNCING):
+        if self._syncing_peers is None:
+            self._syncing_peers = self.view.with_status(Status.SYNCING)
+        for name in self._syncing_peers:
             if name in self.holders(token, [*ready, name]):
                 targets.append(name)
         return targets
 
     def _view_changed(self) -> None:
         self._ranks = ({}, {})
+        self._targets = ({}, {})
         self._ready_peers = None
         self._receivers_all = None
+        self._syncing_peers = None
         if self.status is Status.READY:
             if self._realign_task is None or self._realign_task.done():
                 self._realign_task = self._spawn(self._realign_until_settled())
@@ -654,8 +670,14 @@ class ReplicationNode:
             raise ValueError(f"unknown notification {method!r}")
 
     def _view_changed_if_dropped(self) -> None:
-        ready = self.view.with_status(Status.READY)
-        if self._ready_peers is not None and ready != self._ready_peers:
+        """Gossip may have dropped a member: forget the lists cached for the old view."""
+        cached = (
+            (self._ready_peers, (Status.READY,)),
+            (self._syncing_peers, (Status.SYNCING,)),
+            (self._receivers_all, (Status.READY, Status.SYNCING)),
+        )
+        view = self.view
+        if any(names is not None and names != view.with_status(*kinds) for names, kinds in cached):
             self._view_changed()
 
     def _announced(self, peer: str, status: Status, incarnation: int, epoch: int) -> None:

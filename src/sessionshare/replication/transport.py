@@ -413,7 +413,7 @@ class Link(asyncio.Protocol):
         batch = self._batches.get(timeout)
         held = batch is not None
         if batch is None:
-            batch = _Batch(timeout)
+            batch = _Batch(timeout, [], [])
             if timeout in self._in_flight:  # gather until its reply comes
                 self._batches[timeout] = batch
                 batch.deadline = loop.time() + HOLD_AT_MOST
