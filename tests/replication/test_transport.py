@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sessionshare.replication import transport
 from sessionshare.replication.frames import derive_key
 from sessionshare.replication.transport import Link, RemoteError, connect
 
@@ -19,14 +20,16 @@ from sessionshare.replication.transport import Link, RemoteError, connect
 class RecordingHub:
     """Answers ``echo`` at once, ``slow`` after a while, and fails ``boom``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, incarnation: int = 1) -> None:
         self.name = name
-        self.incarnation = 1
+        self.incarnation = incarnation
         self.route = f"route_{name}"
         self.key = derive_key("secret")
         self.counters: dict[str, int] = {"requests_sent": 0, "calls_sent": 0, "replies_sent": 0}
         self.calls: list[tuple[str, list[Any]]] = []
         self.links: list[Link] = []
+        #: the link this hub dialled, if any (``pair``): answers ride on it (transport.py)
+        self.out: Link | None = None
 
     def is_member(self, name: str) -> bool:
         return name in ("a", "b")
@@ -56,10 +59,9 @@ class RecordingHub:
         pass
 
     def carrier(self, peer: str) -> Link | None:
-        return None  # one link per pair here: answers go back on it
+        return self.out if self.out is not None and self.out.peer == peer else None
 
-    def answers_for(self, peer: str) -> Link | None:
-        return None
+    answers_for = carrier
 
 
 async def linked() -> tuple[RecordingHub, RecordingHub, Link, asyncio.Server]:
@@ -69,6 +71,19 @@ async def linked() -> tuple[RecordingHub, RecordingHub, Link, asyncio.Server]:
     port = server.sockets[0].getsockname()[1]
     link = await connect(a, "b", "127.0.0.1", port, timeout=2)
     return a, b, link, server
+
+
+async def paired(a: RecordingHub, b: RecordingHub) -> tuple[Link, Link, list[asyncio.Server]]:
+    """Two members as the node runs them: each dials the other (two connections)."""
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(lambda hub=hub: Link(hub), "127.0.0.1", 0)  # type: ignore[misc]
+        for hub in (a, b)
+    ]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    a.out = await connect(a, b.name, "127.0.0.1", ports[1], timeout=2)
+    b.out = await connect(b, a.name, "127.0.0.1", ports[0], timeout=2)
+    return a.out, b.out, servers
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -151,5 +166,60 @@ def test_a_batch_times_out_and_fails_when_the_link_closes() -> None:
                 await link.request("echo", [3], 1.0)
         finally:
             server.close()
+
+    run(scenario)
+
+
+def test_answers_ride_on_the_other_members_next_request() -> None:
+    """B owes A an answer while B's own calls are gathering: one frame carries both."""
+
+    async def scenario() -> None:
+        a, b = RecordingHub("a"), RecordingHub("b")
+        a_out, b_out, servers = await paired(a, b)
+        try:
+            transport_hold = transport.HOLD_AT_MOST
+            transport.HOLD_AT_MOST = 5.0  # B's second call gathers until something sends it
+            try:
+                slow = asyncio.ensure_future(b_out.request("slow", ["first"], 2.0))
+                await asyncio.sleep(0.005)
+                held = asyncio.ensure_future(b_out.request("echo", ["held"], 2.0))
+                await asyncio.sleep(0.005)
+                assert b.counters["requests_sent"] == 1  # "held" is gathering
+                # A asks B: B's answer leaves at once, and takes "held" along.
+                assert await asyncio.wait_for(a_out.request("echo", ["ask"], 2.0), 1) == "ask"
+                assert await asyncio.wait_for(held, 0.04) == "held"  # long before "slow"
+                assert not slow.done()
+                assert await slow == "first"
+            finally:
+                transport.HOLD_AT_MOST = transport_hold
+            assert b.counters == {"requests_sent": 2, "calls_sent": 2, "replies_sent": 0}
+            assert a.calls == [("slow", ["first"]), ("echo", ["held"])]
+        finally:
+            for link in (a_out, b_out):
+                link.close()
+            for server in servers:
+                server.close()
+
+    run(scenario)
+
+
+def test_answers_never_ride_to_an_earlier_process_of_the_asker() -> None:
+    """B still has a link to A's previous process; the new A's answers come back direct."""
+
+    async def scenario() -> None:
+        old_a, b = RecordingHub("a", incarnation=1), RecordingHub("b")
+        old_out, b_out, servers = await paired(old_a, b)  # b.out now reaches the old "a"
+        new_a = RecordingHub("a", incarnation=2)
+        port = servers[1].sockets[0].getsockname()[1]
+        new_out = await connect(new_a, "b", "127.0.0.1", port, timeout=2)
+        try:
+            assert b.carrier("a") is b_out and b_out.peer_incarnation == 1
+            assert await asyncio.wait_for(new_out.request("echo", ["direct"], 2.0), 1) == "direct"
+            assert b.counters["replies_sent"] == 1  # a REPLY of its own, on the asker's link
+        finally:
+            for link in (old_out, b_out, new_out):
+                link.close()
+            for server in servers:
+                server.close()
 
     run(scenario)
