@@ -566,14 +566,15 @@ class ReplicationNode:
     def _merge(self, entries: Sequence[Sequence[Any]]) -> int:
         merged = 0
         merge = self.table.merge
-        for key, value, seq, nonce, ttl, *force in entries:
+        for entry in entries:
+            key, value, seq, nonce, ttl = entry[:5]
             # Signed by a member, but still checked: a bad type must fail here, in the
             # request that carried it, not later in whatever reads the table.
             if not (type(key) is str and type(seq) is int and type(nonce) is int):
                 raise TypeError(f"malformed entry for {key!r}")
             if value is not None and type(value) is not bytes:
                 raise TypeError(f"malformed value for {key!r}")
-            if merge(key, value, seq, nonce, float(ttl), force=bool(force)):
+            if merge(key, value, seq, nonce, float(ttl), force=len(entry) > 5 and entry[5]):
                 merged += 1
         return merged
 
