@@ -2,9 +2,9 @@
 
 One ``Link`` is one TCP connection. Each member dials every other member once and
 uses that connection for its own requests and notifications (heartbeats, pushes);
-the connections other members dialled to it carry their requests and its replies.
-A ``Link`` is an ``asyncio.Protocol`` rather than a stream pair: frames are decoded
-in ``data_received`` with no task switch per frame, which is most of the cost of a
+the connections other members dialled to it carry their requests. A ``Link`` is an
+``asyncio.Protocol`` rather than a stream pair: frames are decoded in
+``data_received`` with no task switch per frame, which is most of the cost of a
 replication round trip on loopback.
 
 **Requests travel in batches, as TCP segments do under Nagle's algorithm.** Under
@@ -14,10 +14,19 @@ side and a wake-up of the other process, plus the same again for the reply. So a
 leaves at once only when no request of its kind (its timeout) is waiting for a reply;
 otherwise it joins the open batch, which leaves when that reply arrives (or after
 ``HOLD_AT_MOST``, so one slow call never holds the others back for long). The other
-side answers every call of a batch in one REPLY frame, and each caller gets its own
-answer (or its own error) back. An idle link thus adds no delay, and a busy one sends
-about one frame per round trip whatever the load. Measured on 2 nodes under load
+side answers every call of a batch together, and each caller gets its own answer (or
+its own error) back. An idle link thus adds no delay, and a busy one sends about one
+frame per round trip whatever the load. Measured on 2 nodes under load
 (docs/replication.md) this beat both a frame per call and a batch per loop turn.
+
+**Answers ride on the answering member's own requests.** Between two busy members
+both connections carry calls, so the answers a member owes go out on *its* connection
+to the asker, in the frame of the calls gathering there (they leave early: the frame
+goes anyway), and only in a REPLY frame of their own when nothing is gathering
+(``_settle``). One frame each way per round trip instead of two. Request ids are
+unique in the process, so an answer arriving on the other connection settles only its
+own request (``_resolve``); answers never ride on a connection to an earlier process
+of the asker (``_carrier`` compares the HELLO's incarnation).
 
 What a link does with a frame is the member's business (``Hub``); the link only
 guarantees that the member sees authentic, in-order frames from a configured
