@@ -183,6 +183,9 @@ class ReplicationNode:
         """Bind the first free slot, then heartbeat and sync in the background."""
         loop = asyncio.get_running_loop()
         self.loop, self._loop_thread = loop, threading.get_ident()
+        # Drawn again here, in the serving process: a node built before a fork (gunicorn
+        # --preload) must not share its incarnation with its sibling or its successor.
+        self.incarnation = secrets.randbits(62)
         self._started = loop.create_future()
         errors: list[str] = []
         for attempt in range(BIND_ATTEMPTS):
