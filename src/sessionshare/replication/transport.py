@@ -299,9 +299,9 @@ class Link(asyncio.Protocol):
         if self.closed:
             self._owed = []
             return owed
-        for batch in list(self._batches.values()):
-            self._send_batch(batch)  # takes the owed answers along
-            break
+        gathering = next(iter(self._batches.values()), None)
+        if gathering is not None:
+            self._send_batch(gathering)  # takes the owed answers along
         if self._owed:
             self._send(Kind.REPLY, [self._owed])
             self._owed = []
