@@ -384,8 +384,8 @@ class ReplicationNode:
 
         An operation that failed on its own answers with its ``StoreError``; a
         batch that could not run at all raises it. This is on the path of every
-        request, so the usual case (this member owns the session) costs no
-        coroutine and no lookup beyond the one ranking.
+        request, so the usual case (this member owns the session) is handled right
+        here: no further coroutine, one cached ranking.
         """
         if not self._running:
             await self._until_started()
