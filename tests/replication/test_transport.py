@@ -7,7 +7,8 @@ behaviour is tested in test_node.py); the sockets, frames and signatures are rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -64,26 +65,47 @@ class RecordingHub:
     answers_for = carrier
 
 
-async def linked() -> tuple[RecordingHub, RecordingHub, Link, asyncio.Server]:
+@asynccontextmanager
+async def linked() -> AsyncIterator[tuple[RecordingHub, RecordingHub, Link]]:
+    """Hub ``a`` dialled hub ``b``: one connection, closed (with b's server) on exit."""
     a, b = RecordingHub("a"), RecordingHub("b")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Link(b), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    link = await connect(a, "b", "127.0.0.1", port, timeout=2)
-    return a, b, link, server
+    try:
+        port = server.sockets[0].getsockname()[1]
+        link = await connect(a, "b", "127.0.0.1", port, timeout=2)
+        try:
+            yield a, b, link
+        finally:
+            link.close()
+    finally:
+        server.close()
 
 
-async def paired(a: RecordingHub, b: RecordingHub) -> tuple[Link, Link, list[asyncio.Server]]:
-    """Two members as the node runs them: each dials the other (two connections)."""
+@asynccontextmanager
+async def paired(
+    a: RecordingHub, b: RecordingHub
+) -> AsyncIterator[tuple[Link, Link, list[asyncio.Server]]]:
+    """Two members as the node runs them: each dials the other (two connections).
+    Both links and both servers are closed on exit."""
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(lambda hub=hub: Link(hub), "127.0.0.1", 0)  # type: ignore[misc]
         for hub in (a, b)
     ]
-    ports = [server.sockets[0].getsockname()[1] for server in servers]
-    a.out = await connect(a, b.name, "127.0.0.1", ports[1], timeout=2)
-    b.out = await connect(b, a.name, "127.0.0.1", ports[0], timeout=2)
-    return a.out, b.out, servers
+    links: list[Link] = []
+    try:
+        ports = [server.sockets[0].getsockname()[1] for server in servers]
+        a.out = await connect(a, b.name, "127.0.0.1", ports[1], timeout=2)
+        links.append(a.out)
+        b.out = await connect(b, a.name, "127.0.0.1", ports[0], timeout=2)
+        links.append(b.out)
+        yield a.out, b.out, servers
+    finally:
+        for link in links:
+            link.close()
+        for server in servers:
+            server.close()
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -92,8 +114,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def test_requests_made_while_one_is_in_flight_travel_in_one_frame_with_an_answer_each() -> None:
     async def scenario() -> None:
-        a, b, link, server = await linked()
-        try:
+        async with linked() as (a, b, link):
             answers = await asyncio.gather(
                 *(link.request("echo", [i], 1.0) for i in range(5)),
                 link.request("slow", ["late"], 1.0),
@@ -109,34 +130,26 @@ def test_requests_made_while_one_is_in_flight_travel_in_one_frame_with_an_answer
             # On an idle link a call leaves at once, alone.
             assert await link.request("echo", ["again"], 1.0) == "again"
             assert a.counters == {"requests_sent": 3, "calls_sent": 8, "replies_sent": 0}
-        finally:
-            link.close()
-            server.close()
 
     run(scenario)
 
 
 def test_a_cancelled_caller_does_not_cancel_the_others_in_its_batch() -> None:
     async def scenario() -> None:
-        _, _, link, server = await linked()
-        try:
+        async with linked() as (_, _, link):
             gone = asyncio.ensure_future(link.request("slow", ["gone"], 1.0))
             kept = asyncio.ensure_future(link.request("slow", ["kept"], 1.0))
             await asyncio.sleep(0.01)
             gone.cancel()
             assert await kept == "kept"
             assert gone.cancelled()
-        finally:
-            link.close()
-            server.close()
 
     run(scenario)
 
 
 def test_a_held_batch_leaves_after_hold_at_most_when_the_reply_is_slow() -> None:
     async def scenario() -> None:
-        a, _, link, server = await linked()
-        try:
+        async with linked() as (a, _, link):
             slow = asyncio.ensure_future(link.request("slow", ["first"], 1.0))  # 50 ms
             await asyncio.sleep(0)
             started = asyncio.get_running_loop().time()
@@ -144,17 +157,13 @@ def test_a_held_batch_leaves_after_hold_at_most_when_the_reply_is_slow() -> None
             assert asyncio.get_running_loop().time() - started < 0.04  # not after "slow"
             assert await slow == "first"
             assert a.counters == {"requests_sent": 2, "calls_sent": 2, "replies_sent": 0}
-        finally:
-            link.close()
-            server.close()
 
     run(scenario)
 
 
 def test_a_batch_times_out_and_fails_when_the_link_closes() -> None:
     async def scenario() -> None:
-        _, _, link, server = await linked()
-        try:
+        async with linked() as (_, _, link):
             with pytest.raises(TimeoutError):
                 await link.request("slow", [1], 0.01)
             waiting = asyncio.ensure_future(link.request("slow", [2], 1.0))
@@ -164,8 +173,6 @@ def test_a_batch_times_out_and_fails_when_the_link_closes() -> None:
                 await waiting
             with pytest.raises(ConnectionError):
                 await link.request("echo", [3], 1.0)
-        finally:
-            server.close()
 
     run(scenario)
 
@@ -175,8 +182,7 @@ def test_answers_ride_on_the_other_members_next_request() -> None:
 
     async def scenario() -> None:
         a, b = RecordingHub("a"), RecordingHub("b")
-        a_out, b_out, servers = await paired(a, b)
-        try:
+        async with paired(a, b) as (a_out, b_out, _):
             transport_hold = transport.HOLD_AT_MOST
             transport.HOLD_AT_MOST = 5.0  # B's second call gathers until something sends it
             try:
@@ -194,11 +200,6 @@ def test_answers_ride_on_the_other_members_next_request() -> None:
                 transport.HOLD_AT_MOST = transport_hold
             assert b.counters == {"requests_sent": 2, "calls_sent": 2, "replies_sent": 0}
             assert a.calls == [("slow", ["first"]), ("echo", ["held"])]
-        finally:
-            for link in (a_out, b_out):
-                link.close()
-            for server in servers:
-                server.close()
 
     run(scenario)
 
@@ -208,18 +209,16 @@ def test_answers_never_ride_to_an_earlier_process_of_the_asker() -> None:
 
     async def scenario() -> None:
         old_a, b = RecordingHub("a", incarnation=1), RecordingHub("b")
-        old_out, b_out, servers = await paired(old_a, b)  # b.out now reaches the old "a"
-        new_a = RecordingHub("a", incarnation=2)
-        port = servers[1].sockets[0].getsockname()[1]
-        new_out = await connect(new_a, "b", "127.0.0.1", port, timeout=2)
-        try:
-            assert b.carrier("a") is b_out and b_out.peer_incarnation == 1
-            assert await asyncio.wait_for(new_out.request("echo", ["direct"], 2.0), 1) == "direct"
-            assert b.counters["replies_sent"] == 1  # a REPLY of its own, on the asker's link
-        finally:
-            for link in (old_out, b_out, new_out):
-                link.close()
-            for server in servers:
-                server.close()
+        async with paired(old_a, b) as (_, b_out, servers):  # b.out reaches the old "a"
+            new_a = RecordingHub("a", incarnation=2)
+            port = servers[1].sockets[0].getsockname()[1]
+            new_out = await connect(new_a, "b", "127.0.0.1", port, timeout=2)
+            try:
+                assert b.carrier("a") is b_out and b_out.peer_incarnation == 1
+                answer = await asyncio.wait_for(new_out.request("echo", ["direct"], 2.0), 1)
+                assert answer == "direct"
+                assert b.counters["replies_sent"] == 1  # a REPLY of its own, on the asker's link
+            finally:
+                new_out.close()
 
     run(scenario)
