@@ -17,7 +17,7 @@ request, alternating between the variants (median of the rounds):
 
 Both members' work is counted (they share the process), as on a 2-node machine.
 
-    python benchmarks/replication_cpu.py [--requests 12000] [--rounds 7]
+    python benchmarks/replication_cpu.py [--requests 12000] [--rounds 7] [--variants a,b]
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ async def build(variant: str, sessions: int) -> tuple[list[App], list[list[str]]
 async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
     deliver_in_process()  # only the "in-process" variant's members push at all
     workers = 4  # per app: concurrent clients, each with its own sessions
-    built = {v: await build(v, workers * 4) for v in VARIANTS}
+    variants = args.variants.split(",")
+    built = {v: await build(v, workers * 4) for v in variants}
     per_worker = args.requests // (2 * workers)
 
     async def client(app: App, sessions: list[str]) -> None:
@@ -158,11 +159,11 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
         )
         return (time.process_time() - started) / (2 * workers * per_worker) * 1e6
 
-    for variant in VARIANTS:  # warm-up
+    for variant in variants:  # warm-up
         await one_round(variant)
-    rounds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    rounds: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             rounds[variant].append(await one_round(variant))
     return rounds
 
@@ -171,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=12_000, help="per round and variant")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     args = parser.parse_args()
     rounds = uvloop.run(measure(args))
     base = statistics.median(rounds["memory"])
