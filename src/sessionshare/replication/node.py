@@ -99,6 +99,12 @@ BIND_ATTEMPTS = 10
 SWEEP_EVERY = 4
 
 
+def _let_go(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a call nobody waits for (asyncio would log it)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("an unacknowledged push failed: %r", future.exception())
+
+
 class ReplicationNode:
     """This process's member: its table, its view of the others, its links to them."""
 
@@ -518,12 +524,18 @@ class ReplicationNode:
         return results, for_requester, pushes, acked and self.sync_acks
 
     def _push_now(self, pushes: dict[str, list[list[Any]]]) -> None:
-        """Send pushes nobody waits for (locks, TTL refreshes, ``replication_async``)."""
+        """Send pushes nobody waits for (TTL refreshes, ``replication_async``).
+
+        They travel as calls, in the same batches as acknowledged ones, although
+        nobody awaits the answer: a notification each was a frame each, and made
+        ``replication_async`` slower than waiting (docs/replication.md). A push that
+        fails is let go, as a notification would be: heartbeats find dead members.
+        """
         self.counters["pushes"] += len(pushes)
         for name, entries in pushes.items():
             link = self._out.get(name)
             if link is not None and not link.closed:
-                link.notify("apply", [entries])
+                link.request("apply", [entries], self.operation_timeout).add_done_callback(_let_go)
             else:
                 self._spawn(self._notify_later(name, entries))
 
