@@ -147,6 +147,32 @@ def test_lock_timeout_answers_503_with_retry_after(app_server: AppServer) -> Non
         assert http.get("/get").json()["data"]["count"] == 2  # only the holder's increment
 
 
+def test_a_lock_held_longer_than_its_ttl_is_renewed(app_server: AppServer) -> None:
+    """lock_timeout 4s: locks live 2 s and are renewed while their request runs. A
+    request that holds one for 3 s keeps it: the next waits for it and sees its change
+    (without renewal it would take the lock at 2 s and both would read count 1)."""
+    server = app_server(locking="all", lock_timeout="4s")
+    with client(server) as http:
+        http.post("/set", json={"count": 1})
+        cookie = {"Cookie": f"SESSIONID={http.cookies['SESSIONID']}"}
+        held: dict[str, float] = {}
+
+        def hold() -> None:
+            httpx.post(f"{server.url}/incr?sleep=3", headers=cookie, timeout=10)
+            held["until"] = time.monotonic()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        time.sleep(0.4)  # the holder has the lock now
+        waiter = httpx.post(f"{server.url}/incr", headers=cookie, timeout=10)
+        done = time.monotonic()
+        holder.join()
+        assert waiter.status_code == 200
+        assert waiter.json()["data"]["count"] == 3  # after the holder's increment
+        assert done >= held["until"] - 0.05
+        assert http.get("/get").json()["data"]["count"] == 3
+
+
 def test_parallel_increments_with_locking_lose_nothing(app_server: AppServer) -> None:
     server = app_server(locking="all")
     with client(server) as http:
