@@ -41,7 +41,7 @@ def test_a_deleted_key_is_not_resurrected_by_a_late_copy() -> None:
     assert replica.merge("k", None, tomb.seq, tomb.nonce, TOMBSTONE_TTL)
     assert not replica.merge("k", b"v1", entry.seq, entry.nonce, 60)
     assert replica.get("k") is None
-    reborn = owner.add("k", b"lock", 2)
+    reborn = owner.write("k", b"v2", 60, None)  # absent again: a new session
     assert reborn is not None and reborn.seq == tomb.seq + 1
 
 

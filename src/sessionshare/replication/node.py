@@ -51,6 +51,7 @@ from typing import Any
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Write
 from sessionshare.errors import StoreTimeout, StoreUnavailable
 from sessionshare.replication.frames import derive_key
+from sessionshare.replication.locks import OwnerLocks
 from sessionshare.replication.membership import (
     DROP_AFTER,
     HEARTBEAT_INTERVAL,
@@ -145,6 +146,7 @@ class ReplicationNode:
         self.epoch = 0
         self.status = Status.SYNCING
         self.table = Table(max_entries=max_sessions)
+        self.locks = OwnerLocks()
         self.view = Membership((), drop_after=drop_after)
         #: set once the first state transfer finished: what ``/healthz`` reports.
         self.synced = threading.Event()
@@ -461,12 +463,15 @@ class ReplicationNode:
                 refresh = entry
             return Record(entry.value, (entry.seq, entry.nonce)), refresh, False
         if kind is Add:  # a lock: it lives on the owner alone (no push)
-            return table.add(op.key, op.value, op.ttl) is not None, None, False
+            return self.locks.add(op.key, op.value, op.ttl), None, False
         if kind is Delete:
-            entry = table.delete(op.key)
-            return None, (None if entry is None or entry.private else entry), True
+            if self.locks.release(op.key):
+                return None, None, False
+            return None, table.delete(op.key), True
+        if self.locks.touch(op.key, op.ttl):  # a lock renewed while its request runs
+            return True, None, False
         entry = table.touch(op.key, op.ttl)
-        return entry is not None, (None if entry is None or entry.private else entry), False
+        return entry is not None, entry, False
 
     def _full(self, exc: TableFull) -> StoreUnavailable:
         self.counters["rejected_full"] += 1
@@ -824,6 +829,7 @@ class ReplicationNode:
                 self._suspect(name)
             if ticks % SWEEP_EVERY == 0:
                 self.table.sweep()
+                self.locks.sweep()
 
     async def _heartbeat(self, name: str) -> None:
         try:

@@ -52,8 +52,6 @@ class Entry:
     #: the expiry the other holders know of; a local read that refreshes the TTL well
     #: past it is worth telling them (``node.py``), a small refresh is not.
     shared_until: float = 0.0
-    #: kept by the owner alone, never copied (locks: see ``node.py``).
-    private: bool = False
 
     @property
     def version(self) -> Version:
@@ -136,29 +134,13 @@ class Table:
                 return None
             return self._put(key, value, ttl, now, current)
 
-    def add(self, key: str, value: bytes, ttl: float) -> Entry | None:
-        """Store only if absent (locks, private to the owner); the new entry, or ``None``."""
-        now = self._clock()
-        with self._lock:
-            if self._live(key, now) is not None:
-                return None
-            entry = self._put(key, value, ttl, now, None)
-            entry.private = True
-            return entry
-
     def delete(self, key: str) -> Entry | None:
-        """Replace ``key`` by a tombstone; the tombstone, or ``None`` if it was absent.
-
-        A private key (a lock) just goes: no other member has a copy to guard.
-        """
+        """Replace ``key`` by a tombstone; the tombstone, or ``None`` if it was absent."""
         now = self._clock()
         with self._lock:
             current = self._live(key, now)
             if current is None:
                 return None
-            if current.private:
-                del self._entries[key]
-                return current
             return self._bury(key, current.seq + 1, self._random.getrandbits(62), now)
 
     def touch(self, key: str, ttl: float) -> Entry | None:
@@ -216,7 +198,7 @@ class Table:
         now = self._clock()
         with self._lock:
             entry = self._live(key, now) or self._tombstones.get(key)
-            if entry is None or entry.expires_at <= now or entry.private:
+            if entry is None or entry.expires_at <= now:
                 return None
             return entry
 
@@ -229,9 +211,7 @@ class Table:
         """Copies of every live entry and tombstone, for state transfer."""
         now = self._clock()
         with self._lock:
-            items = [
-                (k, e) for k, e in self._entries.items() if e.expires_at > now and not e.private
-            ]
+            items = [(k, e) for k, e in self._entries.items() if e.expires_at > now]
             items += [(k, e) for k, e in self._tombstones.items() if e.expires_at > now]
         return [(k, Entry(e.value, e.seq, e.nonce, e.expires_at, e.shared_until)) for k, e in items]
 
