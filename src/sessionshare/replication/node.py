@@ -987,6 +987,7 @@ class ReplicationNode:
             "status": self.status.name.lower(),
             "epoch": self.epoch,
             "sessions": len(self.table),
+            "locks_held": len(self.locks),
             "max_sessions": self.table.max_entries,
             "expired": self.table.expired,
             "rejected_full": self.counters["rejected_full"],

@@ -400,8 +400,8 @@ class Link(asyncio.Protocol):
         outbox.clear()
 
     def _flush_soon(self) -> None:
-        """Flush at the end of this loop turn: notifications made in one turn (the
-        asynchronous pushes of many requests) then share one write."""
+        """Flush at the end of this loop turn: notifications made in one turn
+        (heartbeats to one member, say) then share one write."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
@@ -450,7 +450,7 @@ class Link(asyncio.Protocol):
         owed, self._owed = self._owed, []
         try:
             self._send(Kind.REQUEST, [request_id, batch.calls, owed])
-        except LinkClosed as exc:
+        except (LinkClosed, TypeError, ValueError, OverflowError) as exc:  # closed, unencodable
             self._owed = owed
             batch.fail(exc)
             return

@@ -16,6 +16,7 @@ from typing import Any
 from sessionshare.config import SessionConfig
 from sessionshare.core.manager import ErrorResponse, RequestInfo
 from sessionshare.errors import SessionShareError
+from sessionshare.process import current_pid
 from sessionshare.runners import run_async
 from sessionshare.stores.base import AsyncStore
 from sessionshare.stores.factory import create_async_store
@@ -56,9 +57,9 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.config, self.store, self.manager = wire(config, store, options, create_async_store)
-        #: the lock renewer: one per running loop, started on first use.
-        self._renewer: asyncio.Task[None] | None = None
-        self._renewer_thread = 0
+        #: the lock renewer: one per running loop, started on first use, with the
+        #: thread and process it was started in (``_ensure_renewer``).
+        self._renewer: tuple[asyncio.Task[None], int, int] | None = None
         #: sticky backups that outlived ``backup_timeout``, kept referenced until done.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -116,18 +117,20 @@ class SessionMiddleware:
         Asked on every locked request, so the usual case does not call
         ``asyncio.get_running_loop()``: on Python 3.11 that is a ``getpid()`` system
         call each time (measured: about 1 % of a node's CPU). A renewer whose loop is
-        running in this thread is the running loop's: a thread runs one loop at a time.
+        running in this thread of this process is the running loop's: a thread runs
+        one loop at a time (and a forked child has another process id).
         """
-        renewer = self._renewer
-        if (
-            renewer is not None
-            and not renewer.done()
-            and renewer.get_loop().is_running()
-            and self._renewer_thread == threading.get_ident()
-        ):
-            return
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
-        self._renewer_thread = threading.get_ident()
+        if self._renewer is not None:
+            task, thread, pid = self._renewer
+            if (
+                thread == threading.get_ident()
+                and pid == current_pid()
+                and not task.done()
+                and task.get_loop().is_running()
+            ):
+                return
+        task = asyncio.get_running_loop().create_task(self._renew_forever())
+        self._renewer = (task, threading.get_ident(), current_pid())
 
     async def _renew_forever(self) -> None:
         while True:
