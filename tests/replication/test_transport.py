@@ -177,6 +177,26 @@ def test_a_batch_times_out_and_fails_when_the_link_closes() -> None:
     run(scenario)
 
 
+def test_a_held_call_that_cannot_be_encoded_fails_alone() -> None:
+    """It leaves when the reply it waits for comes, inside the link's frame handling:
+    its error must fail that one batch, not the connection."""
+
+    async def scenario() -> None:
+        async with linked() as (_, _, link):
+            slow = asyncio.ensure_future(link.request("slow", [1], 1.0))
+            await asyncio.sleep(0)
+            held = asyncio.ensure_future(link.request("echo", [object()], 1.0))
+            assert await slow == 1
+            with pytest.raises(TypeError):  # msgpack cannot encode it
+                await held
+            assert await link.request("echo", ["next"], 1.0) == "next"
+            assert not link.closed
+            with pytest.raises(TimeoutError):  # and the watchdog still ticks
+                await asyncio.wait_for(link.request("slow", [2], 0.01), 1.0)
+
+    run(scenario)
+
+
 def test_answers_ride_on_the_other_members_next_request() -> None:
     """B owes A an answer while B's own calls are gathering: one frame carries both."""
 
