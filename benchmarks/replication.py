@@ -20,6 +20,10 @@ hits all of them alike):
 
   The target (issue #4) compares like with like: peer stores under ``sticky`` against
   the unshared memory store, which only works under that traffic;
+- **CPU per request**: user + system time of both node processes during those rounds,
+  over the requests they answered. Less noisy than req/s on a shared machine, and it does
+  not count the load generator: memory's CPU per request over a peer store's is the
+  throughput ratio the nodes would reach if they had the cores to themselves;
 - **added latency**: wrk with one connection (requests one after another) on node 2,
   sticky traffic, mean latency minus the memory store's;
 - **memory per 10 000 sessions**: growth of each node's resident memory while wrk
@@ -108,6 +112,15 @@ def rss(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (``/proc/<pid>/stat``)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def sessions_held(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_node/status", timeout=5) as resp:
         return int(json.load(resp)["sessions"])
@@ -148,7 +161,8 @@ class Pair:
     pids: list[int]
     #: traffic ("sticky", "round-robin") -> the ids file of each node's wrk
     ids_files: dict[str, list[Path]]
-    rounds: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    #: traffic -> per round: (req/s, p99 ms, non-2xx, both nodes' CPU µs per request)
+    rounds: dict[str, list[tuple[float, float, int, float]]] = field(default_factory=dict)
 
     @property
     def urls(self) -> list[str]:
@@ -183,9 +197,12 @@ def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[d
         for pair in pairs:
             for traffic, files in pair.ids_files.items():
                 jobs: list[tuple[str, Path | None]] = list(zip(pair.urls, files, strict=True))
+                cpu_before = cpu_seconds(pair.pids)
                 runs = parallel_wrk(jobs, script, args.seconds, args.connections // 2)
+                cpu = cpu_seconds(pair.pids) - cpu_before
                 rps = sum(r[0] for r in runs)
-                result = (rps, max(r[1] for r in runs), sum(r[2] for r in runs))
+                cpu_us = cpu / max(rps * args.seconds, 1) * 1e6
+                result = (rps, max(r[1] for r in runs), sum(r[2] for r in runs), cpu_us)
                 pair.rounds.setdefault(traffic, []).append(result)
     latencies: dict[str, list[float]] = {pair.store: [] for pair in pairs}
     for _ in range(args.rounds):
@@ -208,6 +225,7 @@ def measure(pairs: list[Pair], script: Path, args: argparse.Namespace) -> list[d
                     "rps": statistics.median(r[0] for r in rounds),
                     "p99": statistics.median(r[1] for r in rounds),
                     "errors": sum(r[2] for r in rounds),
+                    "cpu_us": statistics.median(r[3] for r in rounds),
                     "latency": statistics.median(latencies[pair.store]),
                     "mib_per_10k": growth / max(created, 1) * 10_000 / 2**20,
                 }
@@ -299,11 +317,12 @@ def main() -> None:
         f"# peer replication vs unshared memory: 2 uvicorn nodes, GET /api/session (locked "
         f"modify), wrk -t2 -c{args.connections // 2} per node x 2 nodes, {args.seconds}s, "
         f"median of {args.rounds} alternating rounds; latency: -c1 on node2; memory: RSS "
-        "growth per node"
+        "growth per node; CPU: both nodes' user + system time per request"
     )
     print(
         f"{'store':16} {'traffic':11} {'req/s':>8} {'vs memory':>9} {'p99 ms':>7} "
-        f"{'non-2xx':>7} {'latency ms':>10} {'added ms':>8} {'MiB/10k sessions':>16}"
+        f"{'non-2xx':>7} {'CPU us/req':>10} {'latency ms':>10} {'added ms':>8} "
+        f"{'MiB/10k sessions':>16}"
     )
     stores = args.stores.split(",")
     with ExitStack() as stack:
@@ -314,7 +333,7 @@ def main() -> None:
         print(
             f"{result['store']:16} {result['traffic']:11} {result['rps']:8.0f} "
             f"{result['rps'] / baseline['rps']:9.2f} {result['p99']:7.2f} "
-            f"{result['errors']:7.0f} {result['latency']:10.3f} "
+            f"{result['errors']:7.0f} {result['cpu_us']:10.1f} {result['latency']:10.3f} "
             f"{result['latency'] - baseline['latency']:8.3f} {result['mib_per_10k']:16.1f}"
         )
     if args.drill:
