@@ -431,8 +431,7 @@ class Link(asyncio.Protocol):
         if timeout in self._in_flight:  # gather until its reply comes
             self._batches[timeout] = batch
             batch.deadline = self._loop.time() + HOLD_AT_MOST
-            if self._watchdog is None:
-                self._watch()
+            self._watch()
         else:
             self._send_batch(batch)
         return future
@@ -459,8 +458,7 @@ class Link(asyncio.Protocol):
         self.hub.counters["requests_sent"] += 1
         self.hub.counters["calls_sent"] += len(batch.calls)
         batch.deadline = self._loop.time() + batch.timeout
-        if self._watchdog is None:
-            self._watch()
+        self._watch()
         self._flush()
 
     def _answered(self, request_id: int, timeout: float) -> None:
@@ -472,8 +470,8 @@ class Link(asyncio.Protocol):
                 self._send_batch(waiting)
 
     def _watch(self) -> None:
-        """Start the watchdog: it ticks every ``HOLD_AT_MOST`` while calls gather or
-        wait for answers, and stops when none do.
+        """Make sure the watchdog ticks: every ``HOLD_AT_MOST`` while calls gather or
+        wait for answers; it stops when none do.
 
         One ticking timer per link, not a timer per batch nor one re-armed at each
         new deadline: under load a link sends thousands of batches a second, nearly
@@ -482,7 +480,8 @@ class Link(asyncio.Protocol):
         finds nothing due costs less, and at most a few hundred happen a second.
         Deadlines are thus kept to within one tick (2 ms).
         """
-        self._watchdog = self._loop.call_later(HOLD_AT_MOST, self._on_watchdog)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(HOLD_AT_MOST, self._on_watchdog)
 
     def _on_watchdog(self) -> None:
         self._watchdog = None
@@ -495,7 +494,7 @@ class Link(asyncio.Protocol):
         for request_id, batch in list(self._pending.items()):
             if batch.deadline <= now:
                 self._expire(request_id)
-        if (self._batches or self._pending) and self._watchdog is None:
+        if self._batches or self._pending:
             self._watch()
 
     def _expire(self, request_id: int) -> None:
