@@ -204,12 +204,13 @@ class MemcachedCluster:
     def __repr__(self) -> str:
         return f"<MemcachedCluster copies={self.copies} {self.health!r}>"
 
-    def _node_returned(self, node: str) -> None:
+    def _node_returned(self, node: str) -> bool:
         """A node is back (or restarted): its copies are dropped and rewritten, so no
-        backup is known fresh any more, before the pass or during it."""
+        backup is known fresh any more, before the pass or during it. Whether the pass
+        finished (the prober repeats it until it does)."""
         self.fresh.clear()
         try:
-            self.rereplicator.node_returned(node)
+            return self.rereplicator.node_returned(node)
         finally:
             self.fresh.clear()
 

@@ -12,7 +12,10 @@ background, may declare it DOWN. A DOWN node is skipped until a probe finds it a
 
 A node that comes back (or restarted between two probes: its pid or start time changed,
 so it lost everything) triggers ``on_return``, which re-replicates sessions that have
-only one copy left (memcached-session-manager never does this: its issue #300).
+only one copy left (memcached-session-manager never does this: its issue #300). Until
+``on_return`` says it finished (a node it had to list did not answer, say), the next
+probe rounds call it again: a pass that gave up half-way must not leave sessions with
+one copy for good.
 
 The prober is one daemon thread per process, started lazily (after a fork, too), doing
 one bounded probe per node per ``interval``. Probes use their own short connections.
@@ -77,7 +80,7 @@ class NodeHealth:
         probe_timeout: float,
         interval: float = 1.0,
         probe: Callable[[NodeSpec, float], str | None] = probe_identity,
-        on_return: Callable[[str], None] | None = None,
+        on_return: Callable[[str], bool] | None = None,
     ) -> None:
         self.specs = {spec.id: spec for spec in specs}
         self.state = {spec.id: NodeState.UP for spec in specs}
@@ -85,7 +88,10 @@ class NodeHealth:
         self.probe_timeout = probe_timeout
         self.interval = interval
         self._probe = probe
+        #: called when a node is back; ``False`` (or an exception): call again next round.
         self.on_return = on_return
+        #: nodes back whose ``on_return`` has not finished yet.
+        self.returning: set[str] = set()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._pid: int | None = None
@@ -143,11 +149,18 @@ class NodeHealth:
             restarted = known is not None and known != identity
             if restarted:
                 log.warning("memcached node %s restarted (its data is gone)", node)
-            if (previous is NodeState.DOWN or restarted) and self.on_return is not None:
+            if self.on_return is None:
+                continue
+            if previous is NodeState.DOWN or restarted:
+                self.returning.add(node)
+            if node in self.returning:
                 try:
-                    self.on_return(node)
-                except Exception:  # keep probing; the next return retries
-                    log.exception("re-replication after node %s came back failed", node)
+                    if self.on_return(node):
+                        self.returning.discard(node)
+                except Exception:  # keep probing; the next round retries
+                    log.exception(
+                        "re-replication after node %s came back failed; trying again", node
+                    )
 
     def _run(self) -> None:
         while not self._stopped.is_set():

@@ -2,7 +2,9 @@
 
 memcached-session-manager leaves sessions with a single copy after a node failure until
 each is next written (its issue #300), so a second failure loses them. Here, when a node
-returns (the health prober's ``on_return``), this runs once, in the prober's thread:
+returns (the health prober's ``on_return``), this runs in the prober's thread, and again
+at each probe round until a pass finishes (a node to list did not answer, or the time
+budget ran out: ``node_returned`` says ``False``):
 
 1. The returned node's own sessionshare keys are dropped: while it was down, sessions
    moved and changed elsewhere, so anything it still holds (it was only unreachable, not
@@ -101,20 +103,30 @@ class Rereplicator:
         keys = metadump(spec, timeout=self.cluster.io.timeout * 5, max_keys=self.max_keys)
         return None if keys is None else set(keys)
 
-    def node_returned(self, node: str) -> None:
-        """Called by the health prober (its thread) when ``node`` is reachable again."""
+    def node_returned(self, node: str) -> bool:
+        """Called by the health prober (its thread) when ``node`` is reachable again;
+        whether the pass finished (else the prober calls again at its next round)."""
         started = time.monotonic()
         self.runs += 1
         returned = self._dump(node)
         if returned is None:
-            return
+            log.warning("re-replication after %s: its keys could not be listed; retrying", node)
+            return False
+        finished = True
         stale = [k for k in returned if self._ours(k) or self._ours(k.split(":", 2)[-1])]
         self._in_chunks(node, [meta_delete(k) for k in stale])
         dumps: dict[str, set[str]] = {node: set()}
         for other in self.cluster.order:
             if other != node and self.cluster.health.available(other):
                 keys = self._dump(other)
-                if keys is not None:
+                if keys is None:
+                    log.warning(
+                        "re-replication after %s: the keys of %s could not be listed; retrying",
+                        node,
+                        other,
+                    )
+                    finished = False
+                else:
                     dumps[other] = keys
         copies: list[tuple[str, str, str, str]] = []  # (from node, from key, to node, to key)
         deletes: list[tuple[str, str]] = []
@@ -137,8 +149,8 @@ class Rereplicator:
         # restores first: a primary restored from a misplaced backup then gets its backup
         for source, key, target, to_key in copies:
             if time.monotonic() - started > self.time_budget:
-                log.warning("re-replication after %s stopped at its time budget", node)
-                return
+                log.warning("re-replication after %s stopped at its time budget; retrying", node)
+                return False
             self._copy(source, key, target, to_key)
             if not to_key.startswith("bak:"):
                 backup = self.cluster.backup_of(target, set())
@@ -154,6 +166,7 @@ class Rereplicator:
             len(deletes),
             time.monotonic() - started,
         )
+        return finished
 
     def _copy(self, source: str, key: str, target: str, to_key: str) -> None:
         answer = self.cluster.drive(_single({source: [meta_get(key, cas=False, ttl_left=True)]}))
