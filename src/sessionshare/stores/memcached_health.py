@@ -35,6 +35,9 @@ from sessionshare.stores.node_list import NodeSpec
 
 __all__ = ["NodeHealth", "NodeState", "probe_identity"]
 
+#: calls of ``on_return`` for one return of a node at most (one per probe round).
+RETURN_ATTEMPTS = 10
+
 log = logging.getLogger("sessionshare.memcached")
 
 
@@ -90,8 +93,8 @@ class NodeHealth:
         self._probe = probe
         #: called when a node is back; ``False`` (or an exception): call again next round.
         self.on_return = on_return
-        #: nodes back whose ``on_return`` has not finished yet.
-        self.returning: set[str] = set()
+        #: nodes back whose ``on_return`` has not finished yet -> the calls it had.
+        self.returning: dict[str, int] = {}
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._pid: int | None = None
@@ -152,15 +155,31 @@ class NodeHealth:
             if self.on_return is None:
                 continue
             if previous is NodeState.DOWN or restarted:
-                self.returning.add(node)
+                self.returning[node] = 0
             if node in self.returning:
-                try:
-                    if self.on_return(node):
-                        self.returning.discard(node)
-                except Exception:  # keep probing; the next round retries
-                    log.exception(
-                        "re-replication after node %s came back failed; trying again", node
-                    )
+                self._returned(node)
+
+    def _returned(self, node: str) -> None:
+        """Call ``on_return`` for ``node``; keep it for the next round unless it finished,
+        up to ``RETURN_ATTEMPTS`` calls (a node that can never be listed must not make
+        every round repeat the work and the log line forever)."""
+        assert self.on_return is not None
+        self.returning[node] += 1
+        try:
+            finished = self.on_return(node)
+        except Exception:  # keep probing; the next round retries
+            log.exception("re-replication after node %s came back failed", node)
+            finished = False
+        if finished:
+            del self.returning[node]
+        elif self.returning[node] >= RETURN_ATTEMPTS:
+            del self.returning[node]
+            log.error(
+                "re-replication after node %s came back did not finish in %d attempts; "
+                "sessions left with one copy get their second when next written",
+                node,
+                RETURN_ATTEMPTS,
+            )
 
     def _run(self) -> None:
         while not self._stopped.is_set():

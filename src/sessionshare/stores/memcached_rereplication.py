@@ -141,9 +141,7 @@ class Rereplicator:
         # nothing left to copy (the returned node is known empty the first time).
         copied = dropped = 0
         for attempt in range(PLANS):
-            dumps = self._dumps(node, {node: set()} if attempt == 0 else {})
-            if dumps is None:
-                return False
+            dumps, complete = self._dumps(node, {node: set()} if attempt == 0 else {})
             copies, deletes = self._plan(dumps)
             if not copies and not deletes:
                 log.info(
@@ -154,7 +152,7 @@ class Rereplicator:
                     dropped,
                     time.monotonic() - started,
                 )
-                return True
+                return complete  # a node that could not be listed: again next round
             # restores first: a primary restored from a misplaced backup then gets its backup
             for source, key, target, to_key in copies:
                 if time.monotonic() - started > self.time_budget:
@@ -171,23 +169,22 @@ class Rereplicator:
         log.warning("re-replication after %s: copies still missing after %d plans", node, PLANS)
         return False
 
-    def _dumps(self, node: str, known: dict[str, set[str]]) -> dict[str, set[str]] | None:
-        """The keys of every available node (``known`` ones as given); ``None`` if one
-        could not be listed (the pass is then tried again at the next probe round)."""
-        dumps = dict(known)
+    def _dumps(self, node: str, known: dict[str, set[str]]) -> tuple[dict[str, set[str]], bool]:
+        """The keys of every available node (``known`` ones as given), and whether every
+        one could be listed (the others are left out of this pass's plans)."""
+        dumps, complete = dict(known), True
         for other in self.cluster.order:
             if other in dumps or not self.cluster.health.available(other):
                 continue
             keys = self._dump(other)
             if keys is None:
                 log.warning(
-                    "re-replication after %s: the keys of %s could not be listed; retrying",
-                    node,
-                    other,
+                    "re-replication after %s: the keys of %s could not be listed", node, other
                 )
-                return None
-            dumps[other] = keys
-        return dumps
+                complete = False
+            else:
+                dumps[other] = keys
+        return dumps, complete
 
     def _plan(
         self, dumps: dict[str, set[str]]
