@@ -540,9 +540,12 @@ class ReplicationNode:
         for name, entries in pushes.items():
             link = self._out.get(name)
             if link is not None and not link.closed:
-                link.request("apply", [entries], self.operation_timeout).add_done_callback(_let_go)
+                self._push_unawaited(link, entries)
             else:
-                self._spawn(self._notify_later(name, entries))
+                self._spawn(self._push_after_dial(name, entries))
+
+    def _push_unawaited(self, link: Link, entries: list[list[Any]]) -> None:
+        link.request("apply", [entries], self.operation_timeout).add_done_callback(_let_go)
 
     async def _push(self, pushes: dict[str, list[list[Any]]], *, wait: bool) -> None:
         if not wait:
@@ -579,9 +582,9 @@ class ReplicationNode:
         link = await self._link(name)
         return await link.request("apply", [entries], self.operation_timeout)
 
-    async def _notify_later(self, name: str, entries: list[list[Any]]) -> None:
+    async def _push_after_dial(self, name: str, entries: list[list[Any]]) -> None:
         with contextlib.suppress(OSError):  # unacknowledged by design: heartbeats check it
-            (await self._link(name)).notify("apply", [entries])
+            self._push_unawaited(await self._link(name), entries)
 
     def _merge(self, entries: Sequence[Sequence[Any]]) -> int:
         merged = 0
