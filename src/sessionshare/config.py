@@ -94,7 +94,7 @@ def _compile(pattern: str, name: str) -> re.Pattern[str]:
 # Options whose values need converting from strings (env vars, CLI) to their type.
 _DURATIONS = {"lock_timeout", "backup_timeout", "operation_timeout", "max_inactive", "join_timeout"}
 _SIZES = {"max_session_bytes"}
-_BOOLS = {"sticky", "backup_async", "cookie_httponly", "replication_async"}
+_BOOLS = {"sticky", "backup_async", "cookie_httponly", "replication_async", "cookie_persistent"}
 _INTS = {"max_sessions"}
 
 
@@ -136,6 +136,10 @@ class SessionConfig:
     cookie_secure: bool | None = None
     cookie_httponly: bool = True
     cookie_samesite: str = "Lax"
+    #: ``true``: the cookie carries Max-Age = ``max_inactive`` and is re-sent on every
+    #: response, so it survives a browser restart (Starlette's ``max_age``); ``false``: a
+    #: browser-session cookie, as Tomcat's.
+    cookie_persistent: bool = False
 
     def __post_init__(self) -> None:
         self._validate()

@@ -49,9 +49,12 @@ class CookieSpec:
         secure = self.secure if self.secure is not None else scheme == "https"
         return f"{self.attributes}; Secure" if secure else self.attributes
 
-    def set(self, value: str, scheme: str) -> str:
-        """A browser-session cookie (no Max-Age): the store's TTL bounds its life, as in Tomcat."""
-        return f"{self.name}={value}; {self._flags(scheme)}"
+    def set(self, value: str, scheme: str, max_age: float | None = None) -> str:
+        """A browser-session cookie (no Max-Age: the store's TTL bounds its life, as in
+        Tomcat), or with ``max_age`` one that outlives the browser (a "remember me")."""
+        if max_age is None:
+            return f"{self.name}={value}; {self._flags(scheme)}"
+        return f"{self.name}={value}; Max-Age={int(max_age)}; {self._flags(scheme)}"
 
     def expire(self, scheme: str) -> str:
         """Tell the browser to forget the cookie (logout, invalidation)."""

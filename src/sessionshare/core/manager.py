@@ -82,6 +82,12 @@ MAX_MERGE_ATTEMPTS = 8
 QUARANTINE_TTL = 7 * 86400.0
 
 
+def _no_steps() -> Steps:
+    """A protocol step with nothing to do (no store operation)."""
+    return
+    yield  # a generator function, so drivers can run it like any other step
+
+
 def lock_key_prefix(key_prefix: str) -> str:
     """Session locks live under this prefix; stores keep them as single copies (no backup)."""
     return f"{key_prefix}:lock:"
@@ -95,6 +101,9 @@ class RequestInfo:
     path: str
     scheme: str = "http"
     cookie: str | None = None
+    #: a request that only reads its session and is never saved (a WebSocket handshake):
+    #: it takes no lock.
+    readonly: bool = False
 
 
 @dataclass(slots=True)
@@ -257,7 +266,7 @@ class SessionManager:
             generation = self.sticky.table.read(sid.token)  # before the load, not after
         get = Get(key=key, node=sid.node, touch=self.config.max_inactive)
         lock_key = None
-        if self.locking.needs_lock(request.method, request.path):
+        if not request.readonly and self.locking.needs_lock(request.method, request.path):
             lock_key = self.lock_key(sid.token)
             record = yield from self._lock_and_get(lock_key, get)
         else:
@@ -494,7 +503,7 @@ class SessionManager:
         self.locking.observe(request.method, request.path, modified=modified)
         if not modified:
             yield from self.release(state)  # TTL was refreshed by the read already
-            return [self._cookie.set(session.id, request.scheme)] if state.cookie_outdated else []
+            return self._cookies(state, resend=state.cookie_outdated)
         blob = encode_envelope(
             Envelope(session.created_at, session.max_inactive, self.wallclock(), attributes)
         )
@@ -507,16 +516,31 @@ class SessionManager:
             yield from self._write(state, self.session_key(session.sid.token), blob)
         if session.is_new:
             self.stats.created += 1
-        return (
-            [self._cookie.set(session.id, request.scheme)]
-            if (state.cookie_outdated or session.is_new or regenerated)
-            else []
-        )
+        return self._cookies(state, resend=state.cookie_outdated or session.is_new or regenerated)
+
+    def _cookies(self, state: RequestSession, *, resend: bool) -> list[str]:
+        """The ``Set-Cookie`` value for a stored session, when the client needs it.
+
+        A browser-session cookie is sent only when its value changes (``resend``). A
+        persistent one (Max-Age = the idle timeout, as Starlette's and Flask's permanent
+        sessions) is sent on every response of a stored session, so that it slides with the
+        store's TTL; a new session that was never stored gets none.
+        """
+        session = state.session
+        persistent = session.persistent_cookie
+        if persistent is None:
+            persistent = self.config.cookie_persistent
+        if persistent and state.version is None and not resend:
+            return []  # never stored: nothing for the cookie to point at
+        if not (resend or persistent):
+            return []
+        max_age = session.max_inactive if persistent else None
+        return [self._cookie.set(session.id, state.request.scheme, max_age=max_age)]
 
     def _save_local(self, state: RequestSession) -> list[str]:
         """Sticky mode: keep the change locally; its backup is written by ``backup``."""
         assert self.sticky is not None
-        session, request = state.session, state.request
+        session = state.session
         token = session.sid.token
         attributes = self._serializer.dumps(session.to_dict())
         modified = attributes != state.baseline or session.max_inactive != state.loaded_max_inactive
@@ -524,7 +548,7 @@ class SessionManager:
             modified = False  # a new session that stayed empty is not worth keeping
         copy = self.sticky.get(token)
         now = self.wallclock()
-        cookies = [self._cookie.set(session.id, request.scheme)] if state.cookie_outdated else []
+        cookies = self._cookies(state, resend=state.cookie_outdated)
         if not modified:
             if copy is not None and copy.dirty:  # the last backup failed: try again
                 state.backup = self._store_blob(session, now)
@@ -546,7 +570,7 @@ class SessionManager:
         state.backup, state.backup_generation = self._store_blob(session, now), generation
         if session.is_new:
             self.stats.created += 1
-            return [self._cookie.set(session.id, request.scheme)]
+            return self._cookies(state, resend=True)
         return cookies
 
     def _store_blob(self, session: Session, now: float) -> bytes:
@@ -559,20 +583,30 @@ class SessionManager:
         Drivers run it after the response (``backup_async``) or before it, waiting at most
         ``backup_timeout``. A failed backup is logged, the change stays local and marked
         dirty, and the next request of the session tries again.
+
+        The pending work is taken out of ``state`` now, when ``backup`` is called, not when
+        its steps first run: a second call (a driver's ``finally`` after a backup that is
+        still running in the background) finds nothing left to do.
         """
         if self.sticky is None or state.key is None:
-            return
+            return _no_steps()
+        touch, state.touch_backup = state.touch_backup, False
+        blob, state.backup = state.backup, None
+        if not touch and blob is None:
+            return _no_steps()
+        return self._backup(state, touch, blob)
+
+    def _backup(self, state: RequestSession, touch: bool, blob: bytes | None) -> Steps:
+        assert self.sticky is not None and state.key is not None
         session = state.session
         token, node = session.sid.token, session.sid.node
-        if state.touch_backup:
-            state.touch_backup = False
+        if touch:
             answer = yield Batch((Touch(key=state.key, ttl=session.max_inactive, node=node),))
             copy = self.sticky.get(token)
             if answer[0] is True and copy is not None:
                 copy.refreshed_at = self.wallclock()
-        if state.backup is None:
+        if blob is None:
             return
-        blob, state.backup = state.backup, None
         try:
             yield from self._write(state, self.session_key(token), blob)
         except SessionShareError as exc:

@@ -26,6 +26,7 @@ class Session(MutableMapping[str, Any]):
         "is_new",
         "last_accessed_at",
         "max_inactive",
+        "persistent_cookie",
         "previous_token",
     )
 
@@ -49,6 +50,9 @@ class Session(MutableMapping[str, Any]):
         self.invalidated = False
         #: the token before ``regenerate()``: the manager deletes its key on save.
         self.previous_token: str | None = None
+        #: send the cookie with Max-Age = ``max_inactive`` (Flask's ``session.permanent``);
+        #: ``None`` follows the ``cookie_persistent`` option.
+        self.persistent_cookie: bool | None = None
 
     # -- identity -------------------------------------------------------------------
 

@@ -2,25 +2,20 @@
 
 Shaped like Starlette's own ``SessionMiddleware``: load before the app, put the
 session in ``scope["session"]`` (so ``request.session`` works in Starlette and
-FastAPI), save when the app sends ``http.response.start``, release in a finally.
+FastAPI), save when the app sends ``http.response.start``, finish in a finally.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sessionshare.config import SessionConfig
-from sessionshare.core.manager import ErrorResponse, RequestInfo
+from sessionshare.core.manager import ErrorResponse, RequestInfo, SessionManager
 from sessionshare.errors import SessionShareError
-from sessionshare.process import current_pid
-from sessionshare.runners import run_async
 from sessionshare.stores.base import AsyncStore
-from sessionshare.stores.factory import create_async_store
-from sessionshare.web.wiring import wire
+from sessionshare.web.drivers import AsyncDriver, resolve_config
 
 __all__ = ["SessionMiddleware"]
 
@@ -45,42 +40,61 @@ async def _send_error(send: Send, error: ErrorResponse) -> None:
 
 
 class SessionMiddleware:
-    """``SessionMiddleware(app, store="memory", ...)``: any SPEC §3 option as a keyword."""
+    """``SessionMiddleware(app, store="memory", locking="auto", ...)``.
+
+    Every SPEC §3 option is a keyword; ``store`` is a store's name or an ``AsyncStore``
+    object, ``config`` a whole ``SessionConfig``. Keywords win over ``SESSIONSHARE_*``
+    variables. WebSocket connections see the session read-only (loaded at the handshake,
+    never locked or saved); the store is closed when the server's lifespan shuts down.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         config: SessionConfig | None = None,
-        store: AsyncStore | None = None,
+        store: str | AsyncStore | None = None,
         **options: Any,
     ) -> None:
         self.app = app
-        self.config, self.store, self.manager = wire(config, store, options, create_async_store)
-        #: the lock renewer: one per running loop, started on first use, with the
-        #: thread and process it was started in (``_ensure_renewer``).
-        self._renewer: tuple[asyncio.Task[None], int, int] | None = None
-        #: sticky backups that outlived ``backup_timeout``, kept referenced until done.
-        self._background: set[asyncio.Future[None]] = set()
+        config = resolve_config(config, store, options)
+        self.driver = AsyncDriver(config, store if isinstance(store, AsyncStore) else None)
+
+    @property
+    def config(self) -> SessionConfig:
+        return self.driver.config
+
+    @property
+    def store(self) -> AsyncStore:
+        return self.driver.store
+
+    @property
+    def manager(self) -> SessionManager:
+        return self.driver.manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+        else:
             await self.app(scope, receive, send)
-            return
-        manager, store = self.manager, self.store
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        driver = self.driver
         request = RequestInfo(
             scope["method"], scope["path"], scope.get("scheme", "http"), _cookie_header(scope)
         )
         try:
-            state = await run_async(manager.open(request), store)
+            state = await driver.open(request)
         except SessionShareError as exc:
-            await _send_error(send, manager.error_response(exc))
+            await _send_error(send, driver.error_response(exc))
             return
-        if state.lock_key is not None:
-            self._ensure_renewer()
         scope["session"] = state.session
         failed = False
-        backup: asyncio.Future[None] | None = None
 
         async def send_with_session(message: Message) -> None:
             nonlocal failed
@@ -88,55 +102,43 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start":
                 try:
-                    cookies = await run_async(manager.save(state), store)
+                    cookies = await driver.save(state)
                 except SessionShareError as exc:
                     failed = True
-                    await _send_error(send, manager.error_response(exc))
+                    await _send_error(send, driver.error_response(exc))
                     return
                 if cookies:
                     extra = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
-                if not self.config.backup_async and state.backup is not None:
-                    nonlocal backup  # sticky: back up first, waiting at most backup_timeout
-                    backup = asyncio.ensure_future(run_async(manager.backup(state), store))
-                    self._background.add(backup)
-                    backup.add_done_callback(self._background.discard)
-                    await asyncio.wait({backup}, timeout=self.config.backup_timeout)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_session)
         finally:
-            if backup is None:  # sticky, backup_async: the response is out, back up now
-                await run_async(manager.backup(state), store)
-            await run_async(manager.release(state), store)
+            await driver.finish(state)  # sticky backups go now; the lock is let go
 
-    def _ensure_renewer(self) -> None:
-        """Keep this process's session locks alive while their requests run.
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The session as of the handshake, read-only: a socket lives too long to lock."""
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        request = RequestInfo("GET", scope["path"], scheme, _cookie_header(scope), readonly=True)
+        try:
+            state = await self.driver.open(request)
+        except SessionShareError as exc:
+            log.warning("websocket %s: session unavailable, closing: %s", scope["path"], exc)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        scope["session"] = state.session
+        await self.app(scope, receive, send)
 
-        Asked on every locked request, so the usual case does not call
-        ``asyncio.get_running_loop()``: on Python 3.11 that is a ``getpid()`` system
-        call each time (measured: about 1 % of a node's CPU). A renewer whose loop is
-        running in this thread of this process is the running loop's: a thread runs
-        one loop at a time (and a forked child has another process id).
-        """
-        if self._renewer is not None:
-            task, thread, pid = self._renewer
-            if (
-                thread == threading.get_ident()
-                and pid == current_pid()
-                and not task.done()
-                and task.get_loop().is_running()
-            ):
-                return
-        task = asyncio.get_running_loop().create_task(self._renew_forever())
-        self._renewer = (task, threading.get_ident(), current_pid())
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """The store is closed before the app's lifespan shutdown is reported complete."""
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.manager.lock_renew_interval)
-            if self.manager.holds_locks:
+        async def send_lifespan(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
                 try:
-                    await run_async(self.manager.renew_locks(), self.store)
-                except Exception:  # keep renewing; a lost lease is logged by the store
-                    log.warning("renewing session locks failed", exc_info=True)
+                    await self.driver.aclose()
+                except Exception:
+                    log.warning("closing the session store failed", exc_info=True)
+            await send(message)
+
+        return send_lifespan
