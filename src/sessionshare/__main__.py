@@ -1,5 +1,5 @@
 """``python -m sessionshare``: the same as the ``sessionshare`` command."""
 
-from sessionshare.cli.main import main
+from sessionshare.cli import main
 
 main()

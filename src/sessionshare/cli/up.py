@@ -50,6 +50,8 @@ __all__ = ["up_command"]
               help="Balancer port [default: 8080].")  # fmt: skip
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Logs and state [default: ./run].")  # fmt: skip
+@click.option("--app", "app_spec", default=None, metavar="MODULE:APP",
+              help="Run this WSGI/ASGI app on every node instead of the demo.")  # fmt: skip
 @click.option("--print-config", is_flag=True, help="Print the effective cluster file and exit.")
 def up_command(
     config_path: Path | None,
@@ -61,12 +63,13 @@ def up_command(
     policy: str | None,
     port: int | None,
     run_dir: Path | None,
+    app_spec: str | None,
     print_config: bool,
 ) -> None:
     """Start stores, app nodes and a balancer; stop them all on Ctrl-C."""
     overrides = Overrides(
         nodes=node_count, store=store, sticky=sticky, locking=locking, lb=lb, policy=policy,
-        port=port, run_dir=run_dir,
+        port=port, run_dir=run_dir, app=app_spec,
     )  # fmt: skip
     try:
         topology = load_topology(topology_path(config_path), overrides)
@@ -121,8 +124,9 @@ def _print_ready(runner: ClusterRunner, console: Console) -> None:
                       child.state.value, str(child.log_path))  # fmt: skip
     console.print(table)
     store = runner.topology.store.kind
+    app = runner.topology.app or "the demo app"
     console.print(
-        f"[bold]{runner.url}/[/]  ({len(runner.topology.nodes)} nodes, store {store}, "
+        f"[bold]{runner.url}/[/]  ({app} on {len(runner.topology.nodes)} nodes, store {store}, "
         f"{lb.kind} balancer, {lb.policy})"
     )
     console.print(

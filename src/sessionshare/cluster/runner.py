@@ -144,9 +144,12 @@ class ClusterRunner:
 
     def _node_spec(self, node: NodeTopology) -> ChildSpec:
         options = node_options(self.topology, node)
-        argv = [sys.executable, "-m", "sessionshare", "node", "--name", node.name,
-                "--host", HOST, "--port", str(node.port), "--server", node.server,
-                "--workers", str(node.workers)]  # fmt: skip
+        argv = [sys.executable, "-m", "sessionshare", "node", "--name", node.name, "--host",
+                HOST, "--port", str(node.port), "--workers", str(node.workers)]  # fmt: skip
+        if self.topology.app is not None:  # the app's kind (WSGI, ASGI) picks the server
+            argv += ["--app", self.topology.app]
+        else:
+            argv += ["--server", node.server]
         if node.route != node.name:
             argv += ["--option", f"route={node.route}"]
         env = dict(os.environ)

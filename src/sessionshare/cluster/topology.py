@@ -130,6 +130,8 @@ class Topology:
     session: Mapping[str, Any] = field(default_factory=dict)
     run_dir: Path = Path("run")
     source: str = "defaults"
+    #: ``module:app`` of the user's WSGI or ASGI app; ``None`` runs the demo app.
+    app: str | None = None
 
     def ports(self) -> list[tuple[int, str]]:
         """Every port the cluster listens on, with the key that set it (for errors)."""
@@ -154,6 +156,7 @@ class Overrides:
     policy: str | None = None
     port: int | None = None
     run_dir: Path | None = None
+    app: str | None = None
 
 
 class _Table:
@@ -255,6 +258,8 @@ def load_topology(path: Path | None = None, overrides: Overrides | None = None) 
     root = _Table(data, "", source)
     cluster = root.table("cluster")
     run_dir = Path(cluster.get("run_dir", str, "run"))
+    app = cluster.get("app", str, None)
+    app = overrides.app or app
     cluster.done()
     balancer = _read_balancer(root.table("balancer"), overrides)
     store_table = root.table("store")
@@ -280,6 +285,7 @@ def load_topology(path: Path | None = None, overrides: Overrides | None = None) 
         session=session,
         run_dir=overrides.run_dir or run_dir,
         source=source,
+        app=app,
     )
     _validate(topology)
     return topology
@@ -476,6 +482,7 @@ def render_toml(topology: Topology) -> str:
         "",
         "[cluster]",
         f"run_dir = {_toml(str(topology.run_dir))}",
+        *([f"app = {_toml(topology.app)}"] if topology.app else []),
         "",
         "[balancer]",
         *_pairs(dataclasses.asdict(topology.balancer)),
