@@ -1,9 +1,12 @@
-"""Property: no cookie header, however malformed or forged, breaks a request.
+"""Properties of the ``Cookie`` header, in both directions.
 
 Hypothesis sends 10 000+ random ``Cookie`` headers through each middleware (called
 in-process, so the run is fast enough for every CI run). Every response must be a
 200 that carries either the right session (the client sent the valid id) or a
-fresh one: never an exception, a 5xx, or somebody else's data.
+fresh one: never an exception, a 5xx, or somebody else's data. And the other way
+round: a header whose session cookie is the valid id, among any other cookies, must
+resume that session (a middleware that ignored every cookie would pass the first
+property alone, since a fresh session is always an allowed answer).
 """
 
 from __future__ import annotations
@@ -97,10 +100,12 @@ class Client:
             return call_wsgi(self.middleware, cookie)
         return call_asgi(self.middleware, self.loop, cookie)
 
-    def check(self, cookie: bytes, *, sends_good_id: bool) -> None:
+    def check(self, cookie: bytes, *, sends_good_id: bool, must_resume: bool = False) -> None:
         status, text = self.call(cookie)
         assert status == 200, text
         session_id, count = text.split()
+        if must_resume:
+            assert session_id == self.good_id, f"valid cookie not resumed: {cookie!r}"
         if session_id == self.good_id:  # only the holder of the valid id gets its session
             assert sends_good_id
             self.count += 1
@@ -139,7 +144,29 @@ def _forged_cookie(kind: str, value: str, with_good: bool, position: int) -> Non
     if with_good:
         parts.insert(position % 3, f"SESSIONID={client.good_id}")
     header = "; ".join(parts).encode("utf-8", "surrogatepass")
-    client.check(header, sends_good_id=with_good or client.good_id in value)
+    # The first session cookie wins (a browser sends the most specific path first).
+    first = with_good and position % 3 == 0
+    client.check(header, sends_good_id=with_good or client.good_id in value, must_resume=first)
+
+
+# Other cookies a browser may send beside ours: any name but SESSIONID, any safe value.
+other_cookies = st.lists(
+    st.tuples(
+        st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter(
+            lambda name: name != "SESSIONID"
+        ),
+        st.from_regex(r"[A-Za-z0-9!#$%&'()*+\-./:<>?@\[\]^_`{|}~]{0,40}", fullmatch=True),
+    ),
+    max_size=6,
+)
+
+
+def _valid_cookie(kind: str, others: list[tuple[str, str]], position: int, spaces: bool) -> None:
+    client = CLIENTS[kind]
+    parts = [f"{name}={value}" for name, value in others]
+    parts.insert(position % (len(parts) + 1), f"SESSIONID={client.good_id}")
+    header = (";  " if spaces else ";").join(parts).encode()
+    client.check(header, sends_good_id=True, must_resume=True)
 
 
 @FAST
@@ -152,6 +179,25 @@ def test_random_cookie_headers_wsgi(raw: bytes) -> None:
 @given(raw=raw_headers)
 def test_random_cookie_headers_asgi(raw: bytes) -> None:
     _random_header("asgi", raw)
+
+
+VALID = settings(FAST, max_examples=1_000)
+
+
+@VALID
+@given(others=other_cookies, position=st.integers(0, 6), spaces=st.booleans())
+def test_a_valid_cookie_among_others_resumes_its_session_wsgi(
+    others: list[tuple[str, str]], position: int, spaces: bool
+) -> None:
+    _valid_cookie("wsgi", others, position, spaces)
+
+
+@VALID
+@given(others=other_cookies, position=st.integers(0, 6), spaces=st.booleans())
+def test_a_valid_cookie_among_others_resumes_its_session_asgi(
+    others: list[tuple[str, str]], position: int, spaces: bool
+) -> None:
+    _valid_cookie("asgi", others, position, spaces)
 
 
 @FAST
