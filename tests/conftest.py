@@ -27,15 +27,11 @@ from tests.servers import (
     RedisServer,
     _stop_all_at_exit,
     free_port,
+    in_ci,
     require_binary,
 )
 
 _POOL_KEY = pytest.StashKey[ProcessPool]()
-
-
-def _ci() -> bool:
-    """True in CI, where skips are forbidden (CI systems export ``CI=true``)."""
-    return os.environ.get("CI") == "true"
 
 
 # -- CI guard --------------------------------------------------------------------------------
@@ -48,7 +44,7 @@ def pytest_runtest_makereport(
     """Turn skips into failures under CI=true, and attach server logs to failed tests."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
-    if _ci() and report.skipped and not hasattr(report, "wasxfail"):
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which forbids skips: {reason}"
@@ -65,7 +61,7 @@ def pytest_make_collect_report(
     """Same guard for module-level skips (``pytest.importorskip``, ``allow_module_level``)."""
     outcome = yield
     report: pytest.CollectReport = outcome.get_result()  # type: ignore[attr-defined]
-    if _ci() and report.skipped:
+    if in_ci() and report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"module skipped under CI=true, which forbids skips: {reason}"

@@ -93,6 +93,12 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=_SBIN_DIRS)
 
 
+def in_ci() -> bool:
+    """True in CI, where skips are forbidden. CI systems export ``CI=true``, some ``CI=1``
+    or ``CI=yes``: any value but empty, ``0``, ``false`` or ``no`` counts."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_binary(name: str, package: str | None = None) -> str:
     """Return the path of ``name`` or stop the current test.
 
@@ -104,7 +110,7 @@ def require_binary(name: str, package: str | None = None) -> str:
     if path is not None:
         return path
     message = install_hint(name, package)
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
