@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from sessionshare.stores.memcached import backup_key
 from tests.conftest import MemcachedFactory, ProcessFactory
 from tests.servers import ManagedProcess, MemcachedServer
 from tests.stores.conftest import node_list, peek
+from tests.threads import in_background, run_in_threads
 from tests.web.conftest import REPO, server_argv
 
 # ``sessionshare node`` without the rest of the command group: the node command is the
@@ -153,11 +153,7 @@ def test_parallel_increments_with_locking_lose_nothing(
                 if response.status_code != 200:
                     errors.append(f"{response.status_code} {response.text[:100]}")
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_in_threads([lambda n=n: client(n) for n in range(8)], timeout=120)
     assert not errors
     assert visit(nodes[1], sid, "/api/session?peek=1")["count"] == 201  # 1 + 8 x 25
 
@@ -171,21 +167,16 @@ def test_disjoint_changes_both_survive_without_locks(
         for i in (1, 2)
     ]
     first = httpx.post(f"{nodes[0].url}/set", json={"start": 0}, timeout=10).json()["id"]
-    results: list[int] = []
 
-    def change(node: ManagedProcess, attribute: str) -> None:
+    def change(node: ManagedProcess, attribute: str) -> int:
         response = httpx.post(
             f"{node.url}/set?sleep=0.5", json={attribute: 1}, headers=cookie(first), timeout=10
         )
-        results.append(response.status_code)
+        return response.status_code
 
-    threads = [
-        threading.Thread(target=change, args=(nodes[i], name)) for i, name in ((0, "a"), (1, "b"))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = run_in_threads(
+        [lambda: change(nodes[0], "a"), lambda: change(nodes[1], "b")], timeout=30
+    )
     assert results == [200, 200]
     data = httpx.get(f"{nodes[0].url}/get", headers=cookie(first), timeout=10).json()["data"]
     assert data == {"start": 0, "a": 1, "b": 1}
@@ -198,13 +189,11 @@ def test_lock_held_past_lock_timeout_answers_503_and_writes_nothing(
     options = {"locking": "all", "lock_timeout": "300ms", "app": "test"}
     nodes = [start_node(f"node{i}", "gunicorn", node_list(servers), **options) for i in (1, 2)]
     sid = httpx.post(f"{nodes[0].url}/set", json={"count": 1}, timeout=10).json()["id"]
-    holder = threading.Thread(
-        target=lambda: httpx.post(f"{nodes[0].url}/incr?sleep=1.5", headers=cookie(sid), timeout=10)
-    )
-    holder.start()
-    time.sleep(0.5)  # the holder has the lock now
-    blocked = httpx.post(f"{nodes[1].url}/incr", headers=cookie(sid), timeout=10)
-    holder.join(timeout=30)
+    url = f"{nodes[0].url}/incr?sleep=1.5"
+    with in_background(lambda: httpx.post(url, headers=cookie(sid), timeout=10), timeout=30) as h:
+        time.sleep(0.5)  # the holder has the lock now
+        blocked = httpx.post(f"{nodes[1].url}/incr", headers=cookie(sid), timeout=10)
+    assert h.join(0).status_code == 200
     assert blocked.status_code == 503
     assert blocked.headers["retry-after"] == "1"
     final = httpx.get(f"{nodes[1].url}/get", headers=cookie(sid), timeout=10).json()["data"]

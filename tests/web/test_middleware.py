@@ -7,13 +7,13 @@ drivers are held to exactly the same behaviour.
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import httpx
 import pytest
 
 from sessionshare.core.ids import parse_session_id
+from tests.threads import in_background, run_in_threads
 from tests.web.conftest import AppServer, client
 
 ID_COOKIE = re.compile(r"SESSIONID=([^;]*)")
@@ -135,13 +135,11 @@ def test_lock_timeout_answers_503_with_retry_after(app_server: AppServer) -> Non
     with client(server) as http:
         http.post("/set", json={"count": 1})
         cookie = {"Cookie": f"SESSIONID={http.cookies['SESSIONID']}"}
-        holder = threading.Thread(
-            target=lambda: httpx.post(f"{server.url}/incr?sleep=1.5", headers=cookie, timeout=10)
-        )
-        holder.start()
-        time.sleep(0.4)  # the holder has the lock now
-        blocked = httpx.post(f"{server.url}/incr", headers=cookie, timeout=10)
-        holder.join()
+        url = f"{server.url}/incr?sleep=1.5"
+        with in_background(lambda: httpx.post(url, headers=cookie, timeout=10), timeout=30) as h:
+            time.sleep(0.4)  # the holder has the lock now
+            blocked = httpx.post(f"{server.url}/incr", headers=cookie, timeout=10)
+        assert h.join(0).status_code == 200
         assert blocked.status_code == 503
         assert blocked.headers["retry-after"] == "1"
         assert http.get("/get").json()["data"]["count"] == 2  # only the holder's increment
@@ -158,15 +156,14 @@ def test_a_lock_held_longer_than_its_ttl_is_renewed(app_server: AppServer) -> No
         held: dict[str, float] = {}
 
         def hold() -> None:
-            httpx.post(f"{server.url}/incr?sleep=3", headers=cookie, timeout=10)
+            response = httpx.post(f"{server.url}/incr?sleep=3", headers=cookie, timeout=10)
+            assert response.status_code == 200
             held["until"] = time.monotonic()
 
-        holder = threading.Thread(target=hold)
-        holder.start()
-        time.sleep(0.4)  # the holder has the lock now
-        waiter = httpx.post(f"{server.url}/incr", headers=cookie, timeout=10)
-        done = time.monotonic()
-        holder.join()
+        with in_background(hold, timeout=30):
+            time.sleep(0.4)  # the holder has the lock now
+            waiter = httpx.post(f"{server.url}/incr", headers=cookie, timeout=10)
+            done = time.monotonic()
         assert waiter.status_code == 200
         assert waiter.json()["data"]["count"] == 3  # after the holder's increment
         assert done >= held["until"] - 0.05
@@ -184,11 +181,7 @@ def test_parallel_increments_with_locking_lose_nothing(app_server: AppServer) ->
                 for _ in range(25):
                     assert mine.post("/incr").status_code == 200
 
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        run_in_threads([worker] * 4, timeout=60)
         assert http.get("/get").json()["data"]["count"] == 100
 
 
