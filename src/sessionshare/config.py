@@ -94,7 +94,10 @@ def _compile(pattern: str, name: str) -> re.Pattern[str]:
 # Options whose values need converting from strings (env vars, CLI) to their type.
 _DURATIONS = {"lock_timeout", "backup_timeout", "operation_timeout", "max_inactive", "join_timeout"}
 _SIZES = {"max_session_bytes"}
-_BOOLS = {"sticky", "backup_async", "cookie_httponly", "replication_async", "cookie_persistent"}
+_BOOLS = {
+    "sticky", "backup_async", "cookie_httponly", "replication_async", "cookie_persistent",
+    "cookie_partitioned",
+}  # fmt: skip
 _INTS = {"max_sessions"}
 
 
@@ -140,6 +143,9 @@ class SessionConfig:
     #: response, so it survives a browser restart (Starlette's ``max_age``); ``false``: a
     #: browser-session cookie, as Tomcat's.
     cookie_persistent: bool = False
+    #: add the ``Partitioned`` attribute (CHIPS: a third-party cookie kept per top-level
+    #: site; browsers want it with Secure), as Starlette's ``partitioned=True``.
+    cookie_partitioned: bool = False
 
     def __post_init__(self) -> None:
         self._validate()

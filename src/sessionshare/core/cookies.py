@@ -43,6 +43,8 @@ class CookieSpec:
         if config.cookie_httponly:
             parts.append("HttpOnly")
         parts.append(f"SameSite={config.cookie_samesite}")
+        if config.cookie_partitioned:
+            parts.append("Partitioned")
         return cls(config.cookie_name, "; ".join(parts), config.cookie_secure)
 
     def _flags(self, scheme: str) -> str:
