@@ -498,7 +498,7 @@ class SessionManager:
             or session.max_inactive != state.loaded_max_inactive
             or regenerated
         )
-        if state.version is None and not session.to_dict():
+        if state.version is None and not session:
             modified = False  # a new session that stayed empty is not worth storing
         self.locking.observe(request.method, request.path, modified=modified)
         if not modified:
@@ -544,7 +544,7 @@ class SessionManager:
         token = session.sid.token
         attributes = self._serializer.dumps(session.to_dict())
         modified = attributes != state.baseline or session.max_inactive != state.loaded_max_inactive
-        if state.version is None and not session.to_dict():
+        if state.version is None and not session:
             modified = False  # a new session that stayed empty is not worth keeping
         copy = self.sticky.get(token)
         now = self.wallclock()
@@ -694,7 +694,7 @@ class SessionManager:
         for name, value in after.items():
             if name not in before or dumps(before[name]) != dumps(value):
                 merged[name] = value
-        session.to_dict().update(merged)  # the response reflects what is stored
+        session.update(merged)  # the response reflects what is stored
         created_at = envelope.created_at if envelope else session.created_at
         attributes = dumps(merged)
         return encode_envelope(

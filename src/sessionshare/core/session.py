@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from sessionshare.core.ids import SessionId, new_token
@@ -10,8 +9,11 @@ from sessionshare.core.ids import SessionId, new_token
 __all__ = ["Session"]
 
 
-class Session(MutableMapping[str, Any]):
-    """Dict-like session attributes with Tomcat's ``HttpSession`` metadata.
+class Session(dict[str, Any]):
+    """The session's attributes (a ``dict``) with Tomcat's ``HttpSession`` metadata.
+
+    A real ``dict`` subclass, so code written for a framework's own session keeps working
+    (``json.dumps(session)``, ``JSONResponse(request.session)``, ``dict(session)``).
 
     The session does not track its own changes: the manager compares serialized
     bytes before and after the request, which also catches nested mutation such as
@@ -19,7 +21,6 @@ class Session(MutableMapping[str, Any]):
     """
 
     __slots__ = (
-        "_data",
         "_sid",
         "created_at",
         "invalidated",
@@ -40,8 +41,8 @@ class Session(MutableMapping[str, Any]):
         max_inactive: float,
         is_new: bool,
     ) -> None:
+        super().__init__(data or ())
         self._sid = sid
-        self._data: dict[str, Any] = {} if data is None else data
         self.created_at = created_at
         self.last_accessed_at = last_accessed_at
         #: idle timeout in seconds; may be changed per session (Tomcat setMaxInactiveInterval).
@@ -73,7 +74,7 @@ class Session(MutableMapping[str, Any]):
 
     def invalidate(self) -> None:
         """End the session (logout): its data is deleted from the store and the cookie expired."""
-        self._data.clear()
+        self.clear()
         self.invalidated = True
 
     def regenerate(self) -> None:
@@ -85,29 +86,16 @@ class Session(MutableMapping[str, Any]):
             self.previous_token = self._sid.token
         self._sid = SessionId(new_token(), self._sid.node, self._sid.route)
 
-    # -- the mapping ----------------------------------------------------------------------
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
     def to_dict(self) -> dict[str, Any]:
-        """The attributes themselves (not a copy): what gets serialized."""
-        return self._data
+        """The attributes as a plain ``dict`` (a shallow copy): what gets serialized.
+
+        A copy, not the session itself, so that a serializer that records types (a
+        signed pickle) stores plain data, never this class.
+        """
+        return dict(self)
 
     def __repr__(self) -> str:
         state = "new" if self.is_new else "loaded"
         if self.invalidated:
             state = "invalidated"
-        return f"<Session {self.id} [{state}, {len(self._data)} attributes]>"
+        return f"<Session {self.id} [{state}, {len(self)} attributes]>"

@@ -187,7 +187,7 @@ class FlaskSession(SessionMixin):
 
     def invalidate(self) -> None:
         """End the session (logout): deleted from the store, the cookie expired."""
-        self._session.to_dict().clear()
+        self._session.clear()
         self._ended = True
         self.modified = True
 

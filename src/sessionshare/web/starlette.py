@@ -60,8 +60,8 @@ def starlette_options(
     ``max_age`` is Starlette's cookie lifetime, re-sent on every response, so it is an
     idle timeout: it becomes ``max_inactive`` (the store's TTL) with a persistent cookie.
     ``None`` means a browser-session cookie and leaves ``max_inactive`` to the config.
-    Starlette marks the cookie Secure only with ``https_only``; the one exception here is
-    ``same_site="none"``, which browsers drop without Secure: there it is Secure over https.
+    Starlette marks the cookie Secure only with ``https_only``; without it, ours is Secure
+    whenever the request came over https (``cookie_secure = auto``), never over http.
     """
     samesite = _SAME_SITE.get(str(same_site).lower())
     if samesite is None:
@@ -70,7 +70,9 @@ def starlette_options(
         "cookie_name": session_cookie,
         "cookie_path": path,
         "cookie_samesite": samesite,
-        "cookie_secure": True if https_only else (None if samesite == "None" else False),
+        # https_only=False is "auto" here, as in the Flask integration: Secure whenever the
+        # request came over https (stricter than Starlette, never visible over http).
+        "cookie_secure": True if https_only else None,
         "cookie_httponly": True,  # Starlette's cookie is always HttpOnly
         "cookie_partitioned": partitioned,
         "cookie_persistent": max_age is not None,

@@ -232,15 +232,17 @@ class SessionStore(SessionBase):
                 )
                 raise UpdateError
             if not replace:  # this request's changes onto the latest: the manager's rule
-                blob = manager._merge(self._merge_state(sid, key, data, age), latest)
+                state = self._merge_state(sid, key, data, age)
+                blob = manager._merge(state, latest)
+                data.clear()  # this request goes on with what is stored
+                data.update(state.session)
             version = latest.version
         raise WriteConflict(f"session {sid}: {MAX_MERGE_ATTEMPTS} write conflicts in a row")
 
     def _merge_state(
         self, sid: SessionId, key: str, data: dict[str, Any], age: float
     ) -> RequestSession:
-        """This session as the manager's merge sees it: ``data`` *is* the session cache,
-        so the merged result is what this request goes on with."""
+        """This session as the manager's merge sees it (the merge updates its copy)."""
         now = time.time()
         created_at = self._created_at if self._created_at is not None else now
         session = Session(
