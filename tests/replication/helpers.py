@@ -21,6 +21,10 @@ from sessionshare.core.ids import parse_session_id
 from tests.servers import ManagedProcess
 
 COOKIE_RE = re.compile(r"SESSIONID=([^;]*)")
+#: a kept-alive connection idle this long is dropped before the next request, as browsers
+#: prune theirs: uvicorn closes idle connections after 5 s, and a request sent on a
+#: connection the server is closing fails without being an error of the server.
+IDLE_LIMIT = 4.0
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Browser:
 
     cookie: str | None = None
     _conns: dict[tuple[str, int], http.client.HTTPConnection] = field(default_factory=dict)
+    _used: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def request(
         self, server: ManagedProcess, method: str, path: str, body: Any = None, timeout: float = 10
@@ -57,6 +62,11 @@ class Browser:
         # No redial: a drill counts every transport error, truncated or lost response as a
         # failure. (A silent retry here once hid a balancer that dropped in-flight GETs.)
         conn = self._conns.get(server.addr)
+        now = time.monotonic()
+        if conn is not None and now - self._used.get(server.addr, now) > IDLE_LIMIT:
+            conn.close()  # idle past the server's keep-alive timeout: it may be closing it
+            conn = None
+        self._used[server.addr] = now
         if conn is None:
             conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
             self._conns[server.addr] = conn

@@ -170,3 +170,70 @@ def test_each_worker_of_a_node_is_a_member(server_pool: ProcessPool) -> None:
         if len(workers) == 2:
             break
     assert workers == {"node1", "node1_2"}
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_joining_member_holds_the_sessions_the_moment_it_first_reports_healthy(
+    store: str, peer_cluster: ClusterFactory
+) -> None:
+    """Watch ``/healthz`` from the member's first second: at its first 200 the member must
+    already hold what it holds once everything settled. Big sessions make the transfer
+    last far longer than one ``/healthz`` + ``/_node/status`` round trip, so a member that
+    said "healthy" before its state transfer would be seen holding (almost) nothing."""
+    cluster = peer_cluster(store, 3, start=2)
+    first, second = cluster.nodes["node1"], cluster.nodes["node2"]
+    blob = "x" * 100_000
+    for i in range(120):  # 12 MB of sessions to transfer
+        browser = Browser()
+        reply = browser.request((first, second)[i % 2], "POST", "/api/session", {"blob": blob})
+        assert reply.status == 200, reply.body
+        browser.close()
+    third = cluster.process("node3")
+    third.start()
+    deadline = time.monotonic() + 30
+    held_at_first_200 = None
+    while held_at_first_200 is None:
+        assert time.monotonic() < deadline, "node3 never reported healthy"
+        try:
+            if Browser().get(third, "/healthz").status == 200:
+                held_at_first_200 = Browser().get(third, "/_node/status").body["store"]["sessions"]
+        except OSError:
+            time.sleep(0.005)  # not listening yet
+    settled = retry_ok(lambda: _ready_status(third), seconds=15).body["store"]["sessions"]
+    minimum = 120 if store == "replicated" else 40  # backup: the ~2/3 it is primary or backup of
+    assert settled >= minimum
+    assert held_at_first_200 >= settled, (
+        f"node3 reported healthy holding {held_at_first_200} sessions, later {settled}"
+    )
+
+
+def test_sessions_survive_two_members_dying_one_after_the_other(
+    peer_cluster: ClusterFactory,
+) -> None:
+    """``backup`` keeps 2 copies of each session among 3 members. Kill one member: its
+    sessions are down to one copy until the survivors re-replicate (``_realign``). Kill a
+    second one after that: every session must still be there, on the last member. Without
+    re-replication the sessions whose two copies were on the two dead members are lost."""
+    cluster = peer_cluster("backup", 3)
+    nodes = [cluster.nodes[f"node{i}"] for i in (1, 2, 3)]
+    browsers = []
+    for i in range(60):
+        browser = Browser()
+        assert browser.get(nodes[i % 3]).count == 1
+        assert browser.get(nodes[(i + 1) % 3]).count == 2
+        browsers.append(browser)
+    nodes[0].kill()
+    # The survivors drop node1 after 3 s of silence, then realign (push second copies).
+    settled = retry_ok(lambda: _ready_status(nodes[1]), seconds=15)
+    assert "node1" not in settled.body["store"]["peers"] or (
+        settled.body["store"]["peers"]["node1"]["status"] != "ready"
+    )
+    time.sleep(2.0)  # let the realignment pushes land
+    nodes[1].kill()
+    lost = []
+    for i, browser in enumerate(browsers):
+        reply = retry_ok(lambda browser=browser: browser.get(nodes[2], "/api/session?peek=1"))
+        if reply.status != 200 or reply.body.get("count") != 2:
+            lost.append((i, reply.status, reply.body.get("count")))
+        browser.close()
+    assert not lost, f"{len(lost)} of {len(browsers)} sessions lost or wrong: {lost[:5]}"

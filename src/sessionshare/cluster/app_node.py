@@ -36,6 +36,10 @@ APP_ENV = "SESSIONSHARE_NODE_APP"
 
 Interface = Literal["wsgi", "asgi"]
 
+#: HTTP requests this process passed to the app: the node's ``requests`` in the status
+#: (an integration that loads sessions lazily, as Django's, opens fewer sessions than that).
+_served = [0]
+
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (or ``module:factory()``) from the working directory.
@@ -79,7 +83,7 @@ def node_payload() -> tuple[int, dict[str, Any]]:
         "route": os.environ.get("SESSIONSHARE_ROUTE", node.name),
         "port": node.port,
         "pid": os.getpid(),
-        "requests": 0,
+        "requests": _served[0],
         "sessions": None,
         "app": os.environ.get(APP_ENV),
     }
@@ -88,7 +92,6 @@ def node_payload() -> tuple[int, dict[str, Any]]:
         manager = drivers[0].manager
         body |= {
             "route": manager.config.route,
-            "requests": manager.stats.requests,
             "sessions": stats.get("sessions", stats.get("items")),
             "store": stats,
             "manager": manager.stats.as_dict(),
@@ -112,6 +115,7 @@ def wsgi_shell(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[by
     def node(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         answer = _answer(environ.get("PATH_INFO") or "/")
         if answer is None:
+            _served[0] += 1
             return app(environ, start_response)
         status, body, kind = answer
         reason = "OK" if status == 200 else "Service Unavailable"
@@ -127,6 +131,7 @@ def asgi_shell(app: Callable[..., Any]) -> Callable[..., Any]:
     async def node(scope: dict[str, Any], receive: Any, send: Any) -> None:
         answer = _answer(scope["path"]) if scope["type"] == "http" else None
         if answer is None:
+            _served[0] += scope["type"] == "http"
             await app(scope, receive, send)
             return
         status, body, kind = answer

@@ -232,7 +232,7 @@ class SessionManager:
     def quarantine_key(self, token: str) -> str:
         return f"{self.config.key_prefix}:quarantine:{token}"
 
-    def _route(self, key: str) -> str | None:
+    def route_for(self, key: str) -> str | None:
         """The route a session's id carries, when routes are on.
 
         Normally the serving node's (Tomcat's jvmRoute): a sticky balancer keeps the
@@ -268,7 +268,7 @@ class SessionManager:
         lock_key = None
         if not request.readonly and self.locking.needs_lock(request.method, request.path):
             lock_key = self.lock_key(sid.token)
-            record = yield from self._lock_and_get(lock_key, get)
+            record = yield from self.lock_and_get(lock_key, get)
         else:
             record = yield get
         state = self._loaded(request, sid, key, record)
@@ -277,7 +277,7 @@ class SessionManager:
                 self._held_locks.pop(lock_key, None)
                 yield Delete(key=lock_key, node=sid.node)
             if record is not None:  # unreadable: keep the bytes aside for an operator
-                yield from self._quarantine(sid, record)
+                yield from self.quarantine(sid, record)
             return self._new(request, had_cookie=True)
         state.lock_key = lock_key
         if self.sticky is not None:
@@ -345,8 +345,13 @@ class SessionManager:
             )
         return None
 
-    def _lock_and_get(self, lock_key: str, get: Get) -> Steps:
-        """Take the session lock, reading the session in the same round trip."""
+    def lock_and_get(self, lock_key: str, get: Get) -> Steps:
+        """Take the session lock, reading the session in the same round trip.
+
+        Returns the record (or ``None``); the lock is held, and renewed by the driver,
+        until ``unlock`` (or ``release`` of the request that holds it). Raises
+        ``LockTimeout`` after ``lock_timeout``.
+        """
         deadline = self.clock() + self.config.lock_timeout
         attempt = 0
         owner = new_token().encode()
@@ -411,7 +416,7 @@ class SessionManager:
         attributes: dict[str, Any],
     ) -> RequestSession:
         """A loaded session under its current id: the store node it came from, our route."""
-        current = sid.with_node(node or sid.node).with_route(self._route(key))
+        current = sid.with_node(node or sid.node).with_route(self.route_for(key))
         session = Session(
             current,
             attributes,
@@ -431,7 +436,7 @@ class SessionManager:
             had_cookie=True,
         )
 
-    def _quarantine(self, sid: SessionId, record: Record) -> Steps:
+    def quarantine(self, sid: SessionId, record: Record) -> Steps:
         answer = yield Batch(
             (
                 Write(
@@ -450,7 +455,7 @@ class SessionManager:
         # Never adopt a token the client sent: a fresh one defeats session fixation.
         token = new_token()
         key = self.session_key(token)
-        sid = SessionId(token, self.place(key), self._route(key))
+        sid = SessionId(token, self.place(key), self.route_for(key))
         now = self.wallclock()
         session = Session(
             sid,
@@ -675,10 +680,10 @@ class SessionManager:
                     session.id,
                 )
                 return
-            blob, version = self._merge(state, latest), latest.version
+            blob, version = self.merge(state, latest), latest.version
         raise WriteConflict(f"session {session.id}: {MAX_MERGE_ATTEMPTS} write conflicts in a row")
 
-    def _merge(self, state: RequestSession, latest: Record) -> bytes:
+    def merge(self, state: RequestSession, latest: Record) -> bytes:
         """This request's attribute changes, applied onto the latest stored version."""
         session = state.session
         dumps = self._serializer.dumps
@@ -705,7 +710,7 @@ class SessionManager:
         """Store under the new token, then delete the old key (and its lock)."""
         session = state.session
         key = self.session_key(session.sid.token)
-        session._relocate(session.sid.with_route(self._route(key)))  # the new token's owner
+        session._relocate(session.sid.with_route(self.route_for(key)))  # the new token's owner
         write = Write(
             key=key, value=blob, ttl=session.max_inactive, version=None, node=session.sid.node
         )
@@ -735,12 +740,15 @@ class SessionManager:
         """
         if state.lock_key is not None:
             lock_key, state.lock_key = state.lock_key, None
-            self._held_locks.pop(lock_key, None)
-            answer = yield Batch((Delete(key=lock_key, node=state.session.sid.node),))
-            if isinstance(answer[0], StoreError):
-                log.warning(
-                    "could not release lock %s (it expires by itself): %s", lock_key, answer[0]
-                )
+            yield from self.unlock(lock_key, state.session.sid.node)
+
+    def unlock(self, lock_key: str, node: str | None) -> Steps:
+        """Release a lock taken with ``lock_and_get``; a failure is logged (the lease
+        expires by itself), never raised."""
+        self._held_locks.pop(lock_key, None)
+        answer = yield Batch((Delete(key=lock_key, node=node),))
+        if isinstance(answer[0], StoreError):
+            log.warning("could not release lock %s (it expires by itself): %s", lock_key, answer[0])
 
     def renew_locks(self) -> Steps:
         """Extend every lock a request of this process still holds, in one round trip.

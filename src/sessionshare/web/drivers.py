@@ -91,7 +91,7 @@ class SyncDriver:
         """Lock (if needed) and load the request's session; raises ``SessionShareError``."""
         state = run_sync(self.manager.open(request), self.store)
         if state.lock_key is not None:
-            self._ensure_renewer()
+            self.keep_locks_alive()
         return state
 
     def save(self, state: RequestSession) -> list[str]:
@@ -131,7 +131,7 @@ class SyncDriver:
     def close(self) -> None:
         self.store.close()
 
-    def _ensure_renewer(self) -> None:
+    def keep_locks_alive(self) -> None:
         """One daemon thread per process keeps this process's session locks alive.
 
         Started on the first locked request rather than at import, and again after a
@@ -164,7 +164,7 @@ class AsyncDriver:
         self.manager = _manager(config, self.store)
         _LIVE.add(self)
         #: the lock renewer: one per running loop, started on first use, with the
-        #: thread and process it was started in (``_ensure_renewer``).
+        #: thread and process it was started in (``keep_locks_alive``).
         self._renewer: tuple[asyncio.Task[None], int, int] | None = None
         #: sticky backups that outlived ``backup_timeout``, kept referenced until done.
         self._background: set[asyncio.Future[None]] = set()
@@ -176,7 +176,7 @@ class AsyncDriver:
         """Lock (if needed) and load the request's session; raises ``SessionShareError``."""
         state = await run_async(self.manager.open(request), self.store)
         if state.lock_key is not None:
-            self._ensure_renewer()
+            self.keep_locks_alive()
         return state
 
     async def save(self, state: RequestSession) -> list[str]:
@@ -202,7 +202,7 @@ class AsyncDriver:
     async def aclose(self) -> None:
         await self.store.aclose()
 
-    def _ensure_renewer(self) -> None:
+    def keep_locks_alive(self) -> None:
         """Keep this process's session locks alive while their requests run.
 
         Asked on every locked request, so the usual case does not call

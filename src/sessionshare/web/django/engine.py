@@ -86,7 +86,7 @@ class DjangoEngine:
 
     def route(self, key: str) -> str | None:
         # The manager's rule (config route, or the store's owner with a peer store).
-        return self.manager._route(key)
+        return self.manager.route_for(key)
 
     def close(self) -> None:
         self.driver.close()

@@ -32,7 +32,6 @@ from sessionshare.core.session import Session
 from sessionshare.errors import (
     SerializationError,
     SessionTooLarge,
-    StoreError,
     WriteConflict,
 )
 from sessionshare.runners import run_sync
@@ -124,7 +123,7 @@ class SessionStore(SessionBase):
                 exc,
                 engine.manager.quarantine_key(sid.token),
             )
-            run_sync(engine.manager._quarantine(sid, record), engine.store)
+            run_sync(engine.manager.quarantine(sid, record), engine.store)
             return self._miss()
         if envelope.written_at + envelope.max_inactive <= time.time():
             stats.misses += 1  # expired by age, whatever the store's clock said
@@ -233,7 +232,7 @@ class SessionStore(SessionBase):
                 raise UpdateError
             if not replace:  # this request's changes onto the latest: the manager's rule
                 state = self._merge_state(sid, key, data, age)
-                blob = manager._merge(state, latest)
+                blob = manager.merge(state, latest)
                 data.clear()  # this request goes on with what is stored
                 data.update(state.session)
             version = latest.version
@@ -307,9 +306,9 @@ class SessionStore(SessionBase):
         engine = self.engine()
         lock_key = engine.manager.lock_key(sid.token)
         get = Get(key=key, node=sid.node)
-        record = run_sync(engine.manager._lock_and_get(lock_key, get), engine.store)
+        record = run_sync(engine.manager.lock_and_get(lock_key, get), engine.store)
         self._lock = (lock_key, sid.node)
-        engine.driver._ensure_renewer()  # a long request keeps its lease
+        engine.driver.keep_locks_alive()  # a long request keeps its lease
         self._session_cache = self._accept(sid, key, record)
         if self.session_key is None:
             self.unlock()
@@ -325,8 +324,4 @@ class SessionStore(SessionBase):
             return
         (lock_key, node), self._lock = self._lock, None
         engine = self.engine()
-        engine.manager._held_locks.pop(lock_key, None)
-        try:
-            engine.store.delete(lock_key, node=node)
-        except StoreError as exc:
-            log.warning("could not release lock %s (it expires by itself): %s", lock_key, exc)
+        run_sync(engine.manager.unlock(lock_key, node), engine.store)
