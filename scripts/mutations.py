@@ -132,6 +132,19 @@ MUTATIONS = [
         ("tests/stores/test_memcached_cluster.py",),
     ),
     Mutation(
+        "restarted-memcached-never-used-again",
+        "SPEC §7.5: a restarted store node rejoins (and sessions regain two copies)",
+        "src/sessionshare/stores/memcached_health.py",
+        """            self.identity[node] = identity
+            self._set(node, NodeState.UP)""",
+        """            self.identity[node] = identity
+            if previous is NodeState.DOWN:
+                continue
+            self._set(node, NodeState.UP)""",
+        ("tests/stores/test_memcached_cluster.py::"
+         "test_killed_memcached_primary_relocates_then_regains_two_copies",),
+    ),
+    Mutation(
         "fresh-session-on-store-outage",
         "SPEC §8: a store that is down gives 503, never a silent fresh session",
         "src/sessionshare/core/manager.py",

@@ -139,8 +139,13 @@ def test_parse_node_option() -> None:
         "node1", "127.0.0.1", 9001, 3, "r1",
     )  # fmt: skip
     assert parse_node_option("n2=127.0.0.1:9002").route == "n2"
-    for bad in ("node1", "n=http://10.0.0.1:80", "n=http://127.0.0.1:1,weight=0", "n=x,foo=1"):
-        with pytest.raises(ConfigError):
+    for bad, why in (
+        ("node1", "expected name="),
+        ("n=http://example.invalid:80", "loopback"),
+        ("n=http://127.0.0.1:1,weight=0", "weight"),
+        ("n=x,foo=1", "must be http://HOST:PORT"),
+    ):
+        with pytest.raises(ConfigError, match=why):
             parse_node_option(bad)
 
 
@@ -148,16 +153,16 @@ def test_parse_size() -> None:
     assert parse_size("10m") == parse_size("10MiB") == 10 * 1024 * 1024
     assert parse_size("32k") == 32 * 1024
     assert parse_size("1024") == 1024
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="'lots'"):
         parse_size("lots")
 
 
 def test_config_rejects_duplicate_routes_and_unknown_policy() -> None:
     spec = NodeSpec(name="a", host="127.0.0.1", port=1)
     twin = NodeSpec(name="b", host="127.0.0.1", port=2, route="a")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unique"):
         BalancerConfig(nodes=(spec, twin))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="random"):
         BalancerConfig(nodes=(spec,), policy="random")  # type: ignore[arg-type]
 
 

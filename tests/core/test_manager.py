@@ -265,20 +265,21 @@ def test_unknown_token_is_not_adopted() -> None:
 
 
 @pytest.mark.parametrize(
-    "cookie",
+    ("cookie", "counted"),
     [
-        "SESSIONID=../../etc",
-        "SESSIONID=" + "a" * 500,
-        "SESSIONID=0123456789abcdef0123456789abcdef-n9",
-        "SESSIONID",
-        "=;;=",
-        'SESSIONID=""',
+        ("SESSIONID=../../etc", 1),
+        ("SESSIONID=" + "a" * 500, 1),
+        ("SESSIONID=0123456789abcdef0123456789abcdef-n9", 1),  # a store node we do not have
+        ('SESSIONID=""', 1),
+        ("SESSIONID", 0),  # no value at all: no session cookie was sent
+        ("=;;=", 0),
     ],
 )
-def test_malformed_cookies_start_fresh_and_are_counted(cookie: str) -> None:
+def test_malformed_cookies_start_fresh_and_are_counted(cookie: str, counted: int) -> None:
     h = Harness()
     state = h.open(cookie=cookie)
     assert state.session.is_new
+    assert h.manager.stats.invalid_ids == counted
 
 
 def test_route_is_rewritten_to_the_serving_node() -> None:
