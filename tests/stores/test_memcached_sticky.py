@@ -8,7 +8,6 @@ two app nodes, each gunicorn with two worker processes.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sessionshare.stores.memcached import MemcachedStore, cluster_from_config
 from tests.conftest import MemcachedFactory, ProcessFactory
 from tests.servers import MemcachedServer
 from tests.stores.conftest import node_list, peek
+from tests.threads import in_background
 from tests.web.conftest import REPO
 
 GUNICORN = str(Path(os.sys.executable).parent / "gunicorn")  # type: ignore[attr-defined]
@@ -117,10 +117,13 @@ def test_workers_of_one_node_never_serve_a_stale_copy(
     state = a.open(sid)
     state.session["count"] = 5
     a.save(state, backup=False)
-    later = threading.Timer(0.1, lambda: run_sync(a.manager.backup(state), store))
-    later.start()
-    assert b.open(sid).session["count"] == 5
-    later.join()
+
+    def back_up_later() -> None:
+        time.sleep(0.1)
+        run_sync(a.manager.backup(state), store)
+
+    with in_background(back_up_later, timeout=10):
+        assert b.open(sid).session["count"] == 5
     # a backup that never comes: b refuses (503) rather than serve what it has
     state = a.open(sid)
     state.session["count"] = 6
