@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from sessionshare.core.operations import Add, Delete, Get, Record, Stored, Write
-from sessionshare.replication.membership import parse_members
+from sessionshare.errors import StoreUnavailable
+from sessionshare.replication.membership import Status, parse_members
 from sessionshare.replication.node import ReplicationNode
 from sessionshare.replication.placement import rank
 from tests.servers import free_port
@@ -91,6 +94,40 @@ def test_backup_keeps_two_copies_and_the_backup_promotes_itself() -> None:
             again = Write(key=KEY, value=b"w", ttl=60, version=version)
             assert isinstance((await other.execute([again]))[0], Stored)
             assert other.table.get(KEY).value == b"w"  # type: ignore[union-attr]
+        finally:
+            for node in nodes:
+                await node.close()
+
+    run(scenario)
+
+
+def test_a_member_dropped_without_knowing_it_cannot_write_over_the_new_owner() -> None:
+    """Issue #18. The others dropped the owner of a session (it acknowledged a write
+    late) and moved the session to the next member, which changed it; the old owner has
+    not heard of the drop yet. Its write from its stale copy must be refused, not
+    answered (a lost update), and it must re-sync and end up with the new owner's copy."""
+
+    async def scenario() -> None:
+        nodes = await members(3, copies=None)
+        by_name = {n.name: n for n in nodes}
+        old_owner, new_owner, third = (by_name[m] for m in rank(TOKEN, list(by_name)))
+        try:
+            first = (await old_owner.execute([Write(key=KEY, value=b"1", ttl=60, version=None)]))[0]
+            assert isinstance(first, Stored)
+            for node in (new_owner, third):  # both timed out on its ack; no gossip yet
+                node.view.drop(old_owner.name)
+                node._view_changed()
+            assert new_owner.owner(KEY) == new_owner.name and old_owner.owner(KEY) == old_owner.name
+            newer = Write(key=KEY, value=b"2", ttl=60, version=first.version)
+            assert isinstance((await new_owner.execute([newer]))[0], Stored)
+
+            stale = Write(key=KEY, value=b"lost", ttl=60, version=first.version)
+            with pytest.raises(StoreUnavailable, match="dropped"):
+                await old_owner.execute([stale])
+            await until(lambda: old_owner.status is Status.READY and old_owner.epoch > 1)
+            for node in nodes:
+                assert (await node.execute([Get(key=KEY)]))[0].value == b"2", node
+                assert node.table.get(KEY).value == b"2", node  # type: ignore[union-attr]
         finally:
             for node in nodes:
                 await node.close()

@@ -78,3 +78,18 @@ def test_a_replicated_ttl_refresh_moves_the_expiry_forward_only() -> None:
     assert not table.merge("k", b"v", entry.seq, entry.nonce, 20)
     clock.now += 40
     assert table.get("k") is not None
+
+
+def test_forget_removes_only_the_version_it_names() -> None:
+    """Undoing a refused change (issue #18) must never remove a copy merged since."""
+    table = Table()
+    first = table.write("k", b"v1", 60, None)
+    assert first is not None
+    assert not table.forget("k", first.seq, first.nonce + 1)  # another version: kept
+    assert table.forget("k", first.seq, first.nonce)
+    assert table.get("k") is None and table.current("k") is None
+    table.merge("k", b"v1", first.seq, first.nonce, 60)
+    tomb = table.delete("k")
+    assert tomb is not None and table.forget("k", tomb.seq, tomb.nonce)  # a tombstone too
+    assert table.current("k") is None
+    assert table.merge("k", b"v1", first.seq, first.nonce, 60)  # nothing blocks the old copy

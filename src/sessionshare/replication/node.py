@@ -16,7 +16,10 @@ from its own table with no round trip at all.
 **Acknowledged writes.** With ``sync_acks`` (the default) the owner answers a
 write only after every other holder acknowledged it, so a ``kill -9`` of any
 member right after a response loses nothing. A holder that does not acknowledge
-within ``operation_timeout`` is dropped (it re-syncs before it serves again).
+within ``operation_timeout`` is dropped (it re-syncs before it serves again). It may
+not know it yet, and think it still owns sessions that have new owners: so members
+refuse the pushes and forwarded operations of a member epoch they dropped
+(``DROPPED``), and a member whose change is refused fails it and re-syncs (issue #18).
 TTL refreshes are pushed without waiting (losing one costs an expiry a little
 early). Locks (``add``) live on the owner alone: a copy would cost a message per
 locked request, and it would protect little, since the owner going away takes
@@ -78,6 +81,10 @@ log = logging.getLogger("sessionshare.replication")
 
 #: ``read_local``'s answer when the key must be read from its owner instead.
 REMOTE: Any = object()
+#: the answer to an ``apply`` or ``exec`` from a member epoch this member dropped: the
+#: sender learns it was dropped, and must neither count it as an acknowledgement nor
+#: drop the member that refused (issue #18).
+DROPPED = "dropped"
 
 #: Tomcat TcpFailureDetector's ``connectTimeout`` is 1 s; a member on loopback that
 #: cannot finish a TCP connect and HELLO in half that is not answering.
@@ -406,8 +413,8 @@ class ReplicationNode:
             owner = self._ranked(token)[0]
             if owner == self.name:
                 results, _, pushes, wait = self._apply_batch(ops, requester=None)
-                if pushes:
-                    await self._push(pushes, wait=wait)
+                if pushes and await self._push(pushes, wait=wait):
+                    raise self._refused(pushes)
                 return results
             try:
                 link = await self._link(owner)
@@ -432,6 +439,10 @@ class ReplicationNode:
                 raise StoreUnavailable(f"member {owner}: {exc}") from None
             if reply[0] == "busy":  # it is not ready (re-syncing): learn that, ask the next
                 self._announced(owner, Status(int(reply[1])), int(reply[2]), int(reply[3]))
+                await asyncio.sleep(self.heartbeat_interval / 10)
+                continue
+            if reply[0] == DROPPED:  # it dropped this member: re-sync, ask again meanwhile
+                self._learn_dropped(owner)
                 await asyncio.sleep(self.heartbeat_interval / 10)
                 continue
             results, entries = reply
@@ -547,25 +558,65 @@ class ReplicationNode:
     def _push_unawaited(self, link: Link, entries: list[list[Any]]) -> None:
         link.request("apply", [entries], self.operation_timeout).add_done_callback(_let_go)
 
-    async def _push(self, pushes: dict[str, list[list[Any]]], *, wait: bool) -> None:
+    async def _push(self, pushes: dict[str, list[list[Any]]], *, wait: bool) -> bool:
+        """Send ``pushes``; with ``wait``, until each receiver acknowledged or was dropped.
+
+        Returns True if a receiver refused them because it dropped this member: then
+        the change is not acknowledged, and must not be answered as done (``_refused``).
+        """
         if not wait:
             self._push_now(pushes)
-            return
+            return False
         self.counters["pushes"] += len(pushes)
         if len(pushes) == 1:  # two members: no task per push (gather would make one)
             for name, entries in pushes.items():
                 try:
-                    await self._acked(name, entries)
+                    if await self._acked(name, entries) == DROPPED:
+                        self._learn_dropped(name)
+                        return True
                 except (OSError, TimeoutError, RemoteError) as exc:
                     self._not_acknowledged(name, exc)
-            return
+            return False
         names = list(pushes)
         outcomes = await asyncio.gather(
             *(self._acked(name, pushes[name]) for name in names), return_exceptions=True
         )
+        refused = False
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 self._not_acknowledged(name, outcome)
+            elif outcome == DROPPED:
+                self._learn_dropped(name)
+                refused = True
+        return refused
+
+    def _refused(self, pushes: dict[str, list[list[Any]]]) -> StoreUnavailable:
+        """A change this member applied as owner was refused by a member that dropped it.
+
+        The others moved its sessions to new owners, which may have changed them since:
+        the copy this member changed may be stale, and its change was not acknowledged.
+        Forget it (the re-sync that ``_learn_dropped`` started pulls the others' copy)
+        and fail the operation: the client gets a 503 with ``Retry-After``, and its
+        retry goes to the sessions' new owner. Never a lost update (issue #18).
+        """
+        for entries in pushes.values():
+            for key, _value, seq, nonce, *_ in entries:
+                self.table.forget(key, seq, nonce)
+        self._request_sync("a write of this member was refused")
+        return StoreUnavailable(
+            f"member {self.name} was dropped by the other members; it is re-syncing, retry"
+        )
+
+    def _learn_dropped(self, by: str) -> None:
+        """``by`` refused a call because it dropped this member: stop serving as if
+        ready (as when a heartbeat's gossip tells it) and re-sync under a new epoch."""
+        if self.status is Status.READY:
+            log.warning(
+                "member %s: %s refused a call: it dropped this member; re-syncing", self.name, by
+            )
+            self.status = Status.SYNCING
+            self._view_changed()
+            self._request_sync(f"refused by {by}")
 
     def _not_acknowledged(self, name: str, error: BaseException) -> None:
         self.counters["ack_failures"] += 1
@@ -657,7 +708,13 @@ class ReplicationNode:
     def on_request(self, link: Link, method: str, args: list[Any]) -> Any:
         peer = link.peer
         assert peer is not None
-        self.view.heard_from(peer, time.monotonic())
+        state = self.view.peers.get(peer)
+        if state is not None:
+            state.last_heard = time.monotonic()
+            if state.dropped is not None and method in ("apply", "exec"):
+                # Its sessions have other owners now, and it may not know yet: a change
+                # it made as their owner would start from a stale copy (issue #18).
+                return DROPPED if method == "apply" else [DROPPED]
         if method == "apply":  # a holder's side of every replicated write: first
             return self._merge(args[0])
         if method == "exec":
@@ -726,7 +783,8 @@ class ReplicationNode:
         return self._after_push(pushes, reply)
 
     async def _after_push(self, pushes: dict[str, list[list[Any]]], reply: Any) -> Any:
-        await self._push(pushes, wait=True)
+        if await self._push(pushes, wait=True):
+            raise self._refused(pushes)
         return reply
 
     async def _serve_snapshot(self, link: Link) -> int:
@@ -792,6 +850,25 @@ class ReplicationNode:
             if link is not None:
                 link.close()
             self._view_changed()
+            self._gossip_now()
+
+    def _gossip_now(self) -> None:
+        """Tell every member of a drop now, not at the next heartbeat.
+
+        On a live link the heartbeat is queued before any later push, so a member
+        learns that the dropped one no longer owns its sessions before it receives a
+        change that the new owners made to them, and from then on it refuses the
+        dropped member's changes (``DROPPED``). The dropped member learns it too, as
+        soon as it reads anything from this member again.
+        """
+        for name in self.view.peers:
+            link = self._out.get(name)
+            if link is not None and not link.closed:
+                with contextlib.suppress(OSError):
+                    link.notify("hb", [int(self.status), self.incarnation, self.epoch,
+                                       self.view.gossip()])  # fmt: skip
+            elif name not in self._connecting:
+                self._spawn(self._heartbeat(name))
 
     def _suspect(self, name: str) -> None:
         if name not in self._probing:
@@ -901,6 +978,10 @@ class ReplicationNode:
                         )
                     else:
                         received += task.result()
+            if self._resync_again:
+                # Dropped again, or a change of this member was undone meanwhile
+                # (``_refused``): pull again before serving from the table.
+                continue
             self.status = Status.READY
             self.last_tick = time.monotonic()
             self._view_changed()
@@ -965,7 +1046,9 @@ class ReplicationNode:
                     # change pushed meanwhile on this same link must not be overtaken.
                     chunk = [(k, self.table.current(k)) for k in keys[start : start + 500]]
                     entries = [self._wire(k, e, force=True) for k, e in chunk if e is not None]
-                    await link.request("apply", [entries], self.join_timeout)
+                    if await link.request("apply", [entries], self.join_timeout) == DROPPED:
+                        self._learn_dropped(name)
+                        return
                 except (OSError, TimeoutError, RemoteError) as exc:
                     log.warning("member %s: realigning %s failed: %r", self.name, name, exc)
                     break

@@ -202,6 +202,21 @@ class Table:
                 return None
             return entry
 
+    def forget(self, key: str, seq: int, nonce: int) -> bool:
+        """Remove ``key``'s copy (live or tombstone) if it is still version ``(seq, nonce)``.
+
+        Undoes a change this member made as owner after the others had dropped it: no
+        client was told it succeeded, and the others' copy, pulled by the re-sync that
+        follows, is the one to keep. A copy merged meanwhile is not ours: it stays.
+        """
+        with self._lock:
+            for copies in (self._entries, self._tombstones):
+                entry = copies.get(key)
+                if entry is not None and (entry.seq, entry.nonce) == (seq, nonce):
+                    del copies[key]
+                    return True
+        return False
+
     def drop(self, key: str) -> None:
         """Forget a copy this member no longer has to keep (backup mode rebalancing)."""
         with self._lock:
