@@ -575,7 +575,8 @@ class ReplicationNode:
                         self._learn_dropped(name)
                         return True
                 except (OSError, TimeoutError, RemoteError) as exc:
-                    self._not_acknowledged(name, exc)
+                    if self._not_acknowledged(name, exc):
+                        return True
             return False
         names = list(pushes)
         outcomes = await asyncio.gather(
@@ -584,7 +585,7 @@ class ReplicationNode:
         refused = False
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                self._not_acknowledged(name, outcome)
+                refused |= self._not_acknowledged(name, outcome)
             elif outcome == DROPPED:
                 self._learn_dropped(name)
                 refused = True
@@ -618,9 +619,33 @@ class ReplicationNode:
             self._view_changed()
             self._request_sync(f"refused by {by}")
 
-    def _not_acknowledged(self, name: str, error: BaseException) -> None:
+    def _not_acknowledged(self, name: str, error: BaseException) -> bool:
+        """``name`` did not acknowledge a push: drop it, or doubt this member instead.
+
+        A timeout is no proof that ``name`` is gone (a refused or reset connection is:
+        that process is dead). When no other member is left to acknowledge, the likelier
+        story is that *this* member was away (paused, starved) and the others dropped it
+        and closed the connections its answers travel on: going on alone would make it
+        the owner of every session with a stale table (issue #18). So it re-syncs
+        instead, and returns True: the push counts as refused (503, never acknowledged).
+        A member that is really gone is still dropped, by the heartbeats' silence check.
+        """
         self.counters["ack_failures"] += 1
+        others = [peer for peer in self.view.with_status(Status.READY) if peer != name]
+        if isinstance(error, TimeoutError) and not others:
+            if self.status is Status.READY:
+                log.warning(
+                    "member %s: %s did not acknowledge a write and no other member is left; "
+                    "this member may be the one that was away: re-syncing",
+                    self.name,
+                    name,
+                )
+                self.status = Status.SYNCING
+                self._view_changed()
+            self._request_sync(f"{name} did not acknowledge")
+            return True
         self._drop(name, f"did not acknowledge a write ({error!r})")
+        return False
 
     def _acked(self, name: str, entries: list[list[Any]]) -> Awaitable[Any]:
         """``entries`` sent to ``name``: awaitable until it acknowledged them."""

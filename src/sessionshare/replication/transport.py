@@ -62,6 +62,12 @@ _request_ids = itertools.count(1)
 #: a held batch leaves after this long even if the reply it waits for has not come
 #: (at the first watchdog tick after it: ``Link._watch``). Also the tick's period.
 HOLD_AT_MOST = 0.002
+#: a watchdog tick this late means this process's own loop was away (SIGSTOP, a long
+#: GC pause, an overloaded core): answers may be sitting unread in the sockets, so no
+#: call is failed for a timeout in that tick; the next one, after the loop has read its
+#: sockets, decides (issue #18: a member resumed from a pause dropped the others for the
+#: late answers it had not read yet, and went on as the owner of every session alone).
+LATE_TICK = 0.05
 
 
 class LinkClosed(ConnectionError):
@@ -163,6 +169,8 @@ class Link(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         #: the one timer of this link, ticking while calls gather or wait (``_watch``).
         self._watchdog: asyncio.TimerHandle | None = None
+        #: when the watchdog should tick: a tick much later means the loop was away.
+        self._watchdog_due = 0.0
         #: answers this member owes the peer, to leave with the next frame to it.
         self._owed: list[list[Any]] = []
         #: frames queued for the next write (``_send``, ``_flush``).
@@ -482,6 +490,7 @@ class Link(asyncio.Protocol):
         """
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(HOLD_AT_MOST, self._on_watchdog)
+            self._watchdog_due = self._loop.time() + HOLD_AT_MOST
 
     def _on_watchdog(self) -> None:
         self._watchdog = None
@@ -491,9 +500,10 @@ class Link(asyncio.Protocol):
         for batch in list(self._batches.values()):
             if batch.deadline <= now:
                 self._send_batch(batch)  # held long enough
-        for request_id, batch in list(self._pending.items()):
-            if batch.deadline <= now:
-                self._expire(request_id)
+        if now - self._watchdog_due <= LATE_TICK:  # else: read the sockets first (LATE_TICK)
+            for request_id, batch in list(self._pending.items()):
+                if batch.deadline <= now:
+                    self._expire(request_id)
         if self._batches or self._pending:
             self._watch()
 
